@@ -1,0 +1,5 @@
+"""Echo: returns the request body, as Nuclio's hello-world functions do."""
+
+
+def handler(context, event):
+    return event.body

@@ -1,0 +1,280 @@
+"""The ``sluice`` command line: verbs like nuctl and kubectl.
+
+Errors go to stderr as one line with a hint and exit code 1 (2 for usage errors). Imports stay
+light: only ``sluice up`` loads the platform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .client import Client
+from .errors import SluiceError
+from .settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice", description="Serverless functions for ML pipelines: deploy, invoke, watch.")
+    parser.add_argument("--home", help="state directory (default $SLUICE_HOME or ~/.sluice)")
+    parser.add_argument("--api", help="platform API URL (default: the running daemon's)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", help="start the embedded platform in the foreground")
+    up.add_argument("--port", type=int, help="API port (default $SLUICE_API_PORT or 8070)")
+    up.add_argument("--deploy", action="append", type=Path, default=[], metavar="PATH",
+                    help="deploy this function file (or every one in this folder) once up")
+
+    sub.add_parser("info", help="where the platform is: API address, state directory")
+
+    deploy = sub.add_parser("deploy", help="deploy a handler file or a function.yaml")
+    deploy.add_argument("path", type=Path, help="FILE.py (handler) or function.yaml")
+    deploy.add_argument("--name", help="function name (default: from the file)")
+    deploy.add_argument("--handler", help="'module:function' or 'function' (default: handler)")
+    deploy.add_argument("--kind", choices=["http", "job", "serving"])
+    deploy.add_argument("--trigger", action="append", metavar="KIND[:key=value,...]",
+                        help="e.g. http, or http:port=8081 (repeatable)")
+    deploy.add_argument("--env", action="append", metavar="NAME=VALUE")
+    deploy.add_argument("--workers", type=int, help="worker processes per replica")
+    deploy.add_argument("--replicas", type=int)
+    deploy.add_argument("--timeout", type=float, help="seconds a handler call may take")
+    deploy.add_argument("--version", dest="fn_version", help="a version label to record")
+    _output_flag(deploy)
+
+    get = sub.add_parser("get", help="list functions, or show one")
+    get.add_argument("name", nargs="?")
+    _output_flag(get)
+
+    invoke = sub.add_parser("invoke", help="call a function and print its answer")
+    invoke.add_argument("name")
+    invoke.add_argument("--body", default="", help="request body; @FILE reads a file")
+    invoke.add_argument("--method", default="POST")
+    invoke.add_argument("--path", default="/", help="path and query, e.g. /score?x=1")
+    invoke.add_argument("--content-type", help="default: JSON if the body parses as JSON")
+    invoke.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE")
+    invoke.add_argument("-i", "--include", action="store_true", help="print status and headers")
+
+    logs = sub.add_parser("logs", help="a function's logs (JSON lines)")
+    logs.add_argument("name")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int, default=100, help="lines from the end (0: all)")
+
+    export = sub.add_parser("export", help="print a deployed function's spec as YAML")
+    export.add_argument("name")
+    export.add_argument("--format", choices=["nuclio", "sluice"], default="nuclio",
+                        help="nuclio: a NuclioFunction function.yaml (default); sluice: the spec")
+
+    delete = sub.add_parser("delete", help="stop a function and remove it")
+    delete.add_argument("name")
+
+    scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
+    scale.add_argument("name")
+    scale.add_argument("--replicas", type=int)
+    scale.add_argument("--workers", type=int)
+    _output_flag(scale)
+    return parser
+
+
+def _output_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(home=args.home, api_port=getattr(args, "port", None))
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(api_url=args.api, settings=_settings(args))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def _function_rows(items: list[dict[str, Any]]) -> str:
+    rows = [["NAME", "KIND", "STATE", "REPLICAS", "WORKERS", "TRIGGERS", "ENDPOINT", "VERSION"]]
+    for item in items:
+        st = item["status"]
+        version = str(st["generation"]) + (f" ({st['version']})" if st.get("version") else "")
+        rows.append([st["name"], st["kind"], st["state"], str(st["replicas"]),
+                     f"{st['workers_ready']}/{st['replicas'] * st['workers']}",
+                     ",".join(st["triggers"]) or "-", st["endpoint"] or "-", version])
+    return _table(rows)
+
+
+def _show(item: dict[str, Any]) -> str:
+    st = item["status"]
+    lines = [_function_rows([item]), ""]
+    if st.get("message"):
+        lines.append(f"message:   {st['message']}")
+    lines.append(f"handler:   {item['spec'].get('handler')}")
+    lines.append(f"restarts:  {st['restarts']}")
+    updated = datetime.fromtimestamp(st["updated"]).isoformat(timespec="seconds")
+    lines.append(f"updated:   {updated}")
+    return "\n".join(lines)
+
+
+def _print(args: argparse.Namespace, payload: Any, text: str) -> None:
+    print(json.dumps(payload, indent=2) if args.output == "json" else text)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvloop
+
+    from .platform.daemon import run_daemon
+
+    settings = _settings(args)
+    try:
+        uvloop.run(run_daemon(settings, args.deploy))
+    except KeyboardInterrupt:
+        pass
+    except asyncio.CancelledError:
+        pass
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    client = _client(args)
+    print(f"state directory  {settings.home}")
+    try:
+        info = client.info()
+    except SluiceError:
+        print(f"API              {client.api_url}  (not running: start it with `sluice up`)")
+        return 1
+    print(f"API              {info['api_url']}  (pid {info['pid']}, version {info['version']})")
+    print(f"token            {settings.token_path}")
+    print(f"broker           {info.get('broker') or '-'}")
+    print(f"functions        {info['functions']}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .packaging import spec_from_path
+
+    spec = spec_from_path(args.path, name=args.name, handler=args.handler, kind=args.kind,
+                          triggers=args.trigger, env=args.env, workers=args.workers,
+                          replicas=args.replicas, timeout=args.timeout, version=args.fn_version)
+    started = time.monotonic()
+    print(f"Deploying {spec.get('name')} from {args.path} ...", file=sys.stderr, flush=True)
+    result = _client(args).deploy(spec)
+    st = result["status"]
+    _print(args, result, f"{st['name']} is {st['state']} (generation {st['generation']}) at "
+                         f"{st['endpoint'] or 'no HTTP endpoint'} in "
+                         f"{time.monotonic() - started:.2f}s")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.name:
+        item = client.get(args.name)
+        _print(args, item, _show(item))
+        return 0
+    items = client.list()
+    _print(args, items, _function_rows(items) if items else
+           "No functions deployed. Deploy one: sluice deploy examples/echo.py")
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    body = args.body
+    raw = Path(body[1:]).read_bytes() if body.startswith("@") else body.encode()
+    headers = {}
+    for item in args.header:
+        key, sep, value = item.partition(":")
+        if not sep:
+            raise SluiceError(f"-H {item!r}: must be NAME:VALUE")
+        headers[key.strip()] = value.strip()
+    if args.content_type:
+        headers["Content-Type"] = args.content_type
+    elif raw and "Content-Type" not in headers:
+        try:
+            json.loads(raw)
+            headers["Content-Type"] = "application/json"
+        except ValueError:
+            headers["Content-Type"] = "text/plain"
+    path = args.path if args.path.startswith("/") else "/" + args.path
+    status, out_headers, out = _client(args).invoke(args.name, raw, args.method.upper(), path,
+                                                    headers)
+    if args.include:
+        print(f"HTTP {status}")
+        for key, value in out_headers.items():
+            print(f"{key}: {value}")
+        print()
+    sys.stdout.buffer.write(out + (b"" if out.endswith(b"\n") else b"\n"))
+    if status >= 400:
+        print(f"sluice: {args.name} answered HTTP {status}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    try:
+        for line in _client(args).logs(args.name, args.tail, args.follow):
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import yaml
+
+    spec = _client(args).get(args.name)["spec"]
+    if args.format == "nuclio":
+        from .nuclio_config import to_nuclio
+
+        spec = to_nuclio(spec)
+    print(yaml.safe_dump(spec, sort_keys=False), end="")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    _client(args).delete(args.name)
+    print(f"{args.name} deleted")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    result = _client(args).scale(args.name, args.replicas, args.workers)
+    st = result["status"]
+    _print(args, result, f"{st['name']}: {st['replicas']} replica(s) x {st['workers']} worker(s),"
+                         f" {st['state']}")
+    return 0
+
+
+COMMANDS = {
+    "up": cmd_up, "info": cmd_info, "deploy": cmd_deploy, "get": cmd_get, "invoke": cmd_invoke,
+    "logs": cmd_logs, "export": cmd_export, "delete": cmd_delete, "scale": cmd_scale,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SluiceError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # e.g. a malformed SLUICE_API_PORT
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

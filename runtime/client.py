@@ -1,0 +1,117 @@
+"""A small client for the platform API (stdlib only, so the CLI starts fast)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .errors import ApiError, PlatformError, UnauthorizedError
+from .settings import Settings
+
+
+class Client:
+    """Talks to a running platform; ``Client()`` finds it through SLUICE_HOME / SLUICE_API_*."""
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        settings: Settings | None = None,
+        timeout: float = 300.0,
+    ) -> None:
+        settings = settings or Settings.from_env()
+        self.api_url = (api_url or settings.api_url()).rstrip("/")
+        self.token = token if token is not None else settings.token()
+        self.timeout = timeout
+        parts = urlsplit(self.api_url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+
+    # -- transport -----------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> http.client.HTTPResponse:
+        """Send one request; with ``check``, an error status raises ApiError."""
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        all_headers = dict(headers or {})
+        if self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            conn.request(method, path, body=body, headers=all_headers)
+            response = conn.getresponse()
+        except (ConnectionRefusedError, OSError) as exc:
+            conn.close()
+            raise PlatformError(
+                f"cannot reach the sluice platform at {self.api_url} ({exc.strerror or exc}); "
+                "start it with `sluice up` (or `make run`), or point SLUICE_API_URL at it"
+            ) from None
+        if check and response.status >= 400:
+            raise _error(response)
+        return response
+
+    def _json(self, method: str, path: str, payload: Any = None) -> Any:
+        body = json.dumps(payload).encode() if payload is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        response = self.request(method, path, body, headers)
+        return json.loads(response.read() or b"null")
+
+    # -- the platform's verbs --------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/info"))
+
+    def list(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/functions"))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/functions/{quote(name)}"))
+
+    def deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/api/functions", {"spec": spec}))
+
+    def delete(self, name: str) -> None:
+        self._json("DELETE", f"/api/functions/{quote(name)}")
+
+    def scale(self, name: str, replicas: int | None = None, workers: int | None = None
+              ) -> dict[str, Any]:
+        payload = {k: v for k, v in (("replicas", replicas), ("workers", workers)) if v is not None}
+        return dict(self._json("POST", f"/api/functions/{quote(name)}/scale", payload))
+
+    def invoke(
+        self,
+        name: str,
+        body: bytes = b"",
+        method: str = "POST",
+        path: str = "/",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Call a function through the platform; returns (status, headers, body)."""
+        response = self.request(method, f"/api/functions/{quote(name)}/invoke{path}", body,
+                                headers, check=False)
+        if response.status >= 400 and response.getheader("x-sluice-platform-error"):
+            raise _error(response)
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+    def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
+        response = self.request(
+            "GET", f"/api/functions/{quote(name)}/logs?tail={tail}&follow={int(follow)}")
+        while line := response.readline():
+            yield line
+
+
+def _error(response: http.client.HTTPResponse) -> ApiError:
+    raw = response.read()
+    try:
+        message = str(json.loads(raw)["error"])
+    except (ValueError, KeyError, TypeError):
+        message = raw.decode("utf-8", "replace") or f"HTTP {response.status}"
+    if response.status == 401:
+        return UnauthorizedError(401, message)
+    return ApiError(response.status, message)

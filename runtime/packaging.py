@@ -1,0 +1,130 @@
+"""From what a user points at (a handler file, a function.yaml) to a spec dict for the API.
+
+This runs in the CLI, so it stays light: plain dicts out, validation happens once, on the platform
+(which answers with a message naming the bad field).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+FUNCTION_FILE_SUFFIXES = (".py", ".yaml", ".yml")
+
+
+def parse_trigger_option(text: str) -> tuple[str, dict[str, Any]]:
+    """``http`` or ``http:port=8081,max_inflight=64`` -> (name, trigger dict)."""
+    kind, _, rest = text.partition(":")
+    kind = kind.strip()
+    if not kind:
+        raise SpecError(f"--trigger {text!r}: give a kind, e.g. 'http' or 'http:port=8081'")
+    trigger: dict[str, Any] = {"kind": kind}
+    name = kind
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError(f"--trigger {text!r}: {item!r} must be key=value")
+        if key == "name":
+            name = value
+        else:
+            trigger[key.strip().replace("-", "_")] = _scalar(value.strip())
+    return name, trigger
+
+
+def _scalar(value: str) -> Any:
+    if re.fullmatch(r"-?\d+", value):
+        return int(value)
+    if re.fullmatch(r"-?\d+\.\d*", value):
+        return float(value)
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def source_of(path: Path) -> dict[str, str]:
+    return {"filename": path.name, "code": base64.b64encode(path.read_bytes()).decode("ascii")}
+
+
+def spec_from_path(
+    path: Path,
+    name: str | None = None,
+    handler: str | None = None,
+    kind: str | None = None,
+    triggers: list[str] | None = None,
+    env: list[str] | None = None,
+    workers: int | None = None,
+    replicas: int | None = None,
+    timeout: float | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """The spec dict to deploy: options given on the command line override the file's."""
+    if not path.exists():
+        raise SpecError(f"{path}: no such file")
+    if path.suffix == ".py":
+        spec: dict[str, Any] = {
+            "name": name or _name_from_file(path),
+            "handler": f"{path.stem}:handler",
+            "source": source_of(path),
+        }
+    elif path.suffix in (".yaml", ".yml"):
+        spec = _spec_from_yaml(path)
+    else:
+        raise SpecError(f"{path}: deploy a handler file (.py) or a function.yaml")
+    if name:
+        spec["name"] = name
+    if handler:
+        module = spec.get("handler", ":").split(":")[0]
+        spec["handler"] = handler if ":" in handler else f"{module}:{handler}"
+    if kind:
+        spec["kind"] = kind
+    if triggers:
+        spec["triggers"] = dict(parse_trigger_option(t) for t in triggers)
+    if env:
+        spec["env"] = {**spec.get("env", {}), **dict(_env_pair(e) for e in env)}
+    if workers is not None:
+        spec["workers"] = workers
+    if replicas is not None:
+        spec["replicas"] = {**spec.get("replicas", {}), "min": replicas}
+    if timeout is not None:
+        spec["timeout"] = timeout
+    if version is not None:
+        spec["version"] = version
+    return spec
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--env {text!r}: must be NAME=value")
+    return key, value
+
+
+def _name_from_file(path: Path) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-") or "function"
+
+
+def _spec_from_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: must hold a mapping (a function spec or a Nuclio function.yaml)")
+    if str(data.get("apiVersion", "")).startswith("nuclio.io/"):
+        from .nuclio_config import from_nuclio
+
+        spec = from_nuclio(data, source="yaml")
+    else:
+        spec = dict(data)
+    if "source" not in spec:
+        module = str(spec.get("handler", "main:handler")).split(":")[0]
+        candidate = path.parent / f"{module.replace('.', '/')}.py"
+        if candidate.exists():
+            spec["source"] = source_of(candidate)
+    return spec

@@ -1,0 +1,169 @@
+"""The platform's REST API (Starlette): the CLI, the Python client and notebooks talk to this.
+
+Reads are open on the loopback interface; anything that changes state or runs code (every method
+but GET/HEAD) needs ``Authorization: Bearer <token>`` from ``$SLUICE_HOME/token``. Errors are
+``{"error": "..."}`` with a fitting status; a traceback is never the interface.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from prometheus_client import generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from sluice.errors import SluiceError, SpecError
+from sluice.spec import parse_spec
+
+from . import metrics
+from .base import InvokeRequest
+from .local import LocalPlatform
+
+log = logging.getLogger("sluice.api")
+
+_HOP_HEADERS = {"host", "content-length", "connection", "authorization", "transfer-encoding",
+                "keep-alive", "accept-encoding"}
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status, media_type="application/json")
+
+
+def error_response(status: int, message: str) -> Response:
+    response = json_response({"error": message}, status)
+    # tells a client that the platform, not the function, answered (matters for invoke)
+    response.headers["X-Sluice-Platform-Error"] = "1"
+    return response
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Starlette:
+    """The API bound to one platform; ``info`` is what ``GET /api/info`` reports."""
+
+    def guarded(endpoint: Endpoint) -> Endpoint:
+        async def wrapper(request: Request) -> Response:
+            method = request.method
+            try:
+                if method not in ("GET", "HEAD") and not _authorized(request, token):
+                    response = error_response(
+                        401, "missing or wrong API token: send 'Authorization: Bearer <token>' "
+                        "(the CLI reads it from $SLUICE_HOME/token)")
+                else:
+                    response = await endpoint(request)
+            except SluiceError as exc:
+                response = error_response(exc.http_status, str(exc))
+            except Exception as exc:  # the API never answers with a traceback
+                log.exception("internal error on %s %s", method, request.url.path)
+                response = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+            metrics.API_REQUESTS.labels(method, str(response.status_code)).inc()
+            return response
+
+        return wrapper
+
+    async def get_info(request: Request) -> Response:
+        return json_response({**info, "functions": len(platform.functions)})
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def list_functions(request: Request) -> Response:
+        return json_response([s.to_json() for s in await platform.list()])
+
+    async def deploy(request: Request) -> Response:
+        payload = await _json_body(request)
+        spec_data = payload.get("spec") if isinstance(payload, dict) else None
+        if spec_data is None:
+            raise SpecError("request body must be {\"spec\": {...}}")
+        status = await platform.deploy(parse_spec(spec_data, prefix="spec."))
+        return json_response(status.to_json(), 200)
+
+    async def get_function(request: Request) -> Response:
+        return json_response((await platform.get(request.path_params["name"])).to_json())
+
+    async def delete_function(request: Request) -> Response:
+        name = request.path_params["name"]
+        await platform.delete(name)
+        return json_response({"deleted": name})
+
+    async def scale(request: Request) -> Response:
+        payload = await _json_body(request)
+        if not isinstance(payload, dict):
+            raise SpecError("request body must be {\"replicas\": N, \"workers\": M}")
+        for key in ("replicas", "workers"):
+            value = payload.get(key)
+            if value is not None and (not isinstance(value, int) or not 1 <= value <= 64):
+                raise SpecError(f"{key}: must be a whole number from 1 to 64 (got {value!r})")
+        status = await platform.scale(request.path_params["name"], payload.get("replicas"),
+                                      payload.get("workers"))
+        return json_response(status.to_json())
+
+    async def invoke(request: Request) -> Response:
+        name = request.path_params["name"]
+        path = "/" + request.path_params.get("path", "")
+        if request.url.query:
+            path += "?" + request.url.query
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        result = await platform.invoke(name, InvokeRequest(request.method, path, headers,
+                                                           await request.body()))
+        out_headers = {k: v for k, v in result.headers.items() if k.lower() not in _HOP_HEADERS}
+        return Response(result.body, result.status, headers=out_headers)
+
+    async def logs(request: Request) -> Response:
+        name = request.path_params["name"]
+        await platform.get(name)  # 404 before streaming starts
+        tail = _int_param(request, "tail", 100)
+        follow = request.query_params.get("follow", "") in ("1", "true", "yes")
+        return StreamingResponse(platform.logs(name, tail, follow),
+                                 media_type="application/x-ndjson")
+
+    async def prometheus(request: Request) -> Response:
+        await platform.list()  # refresh the per-state gauge
+        return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+    routes = [
+        Route("/api/info", guarded(get_info), methods=["GET"]),
+        Route("/api/health", guarded(health), methods=["GET"]),
+        Route("/api/functions", guarded(list_functions), methods=["GET"]),
+        Route("/api/functions", guarded(deploy), methods=["POST"]),
+        Route("/api/functions/{name}", guarded(get_function), methods=["GET"]),
+        Route("/api/functions/{name}", guarded(delete_function), methods=["DELETE"]),
+        Route("/api/functions/{name}/scale", guarded(scale), methods=["POST"]),
+        Route("/api/functions/{name}/invoke", guarded(invoke), methods=methods),
+        Route("/api/functions/{name}/invoke/{path:path}", guarded(invoke), methods=methods),
+        Route("/api/functions/{name}/logs", guarded(logs), methods=["GET"]),
+        Route("/metrics", guarded(prometheus), methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _authorized(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SpecError(f"request body is not valid JSON: {exc}") from None
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise SpecError(f"query parameter {name!r} must be a whole number (got {raw!r})")
+    return int(raw)

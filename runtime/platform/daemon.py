@@ -1,0 +1,119 @@
+"""``sluice up``: the control-plane daemon in the foreground (API + supervisor + state)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from sluice.errors import PlatformError, SluiceError
+from sluice.settings import Settings
+
+from .local import LocalPlatform
+
+
+def _lock(settings: Settings) -> int:
+    """One daemon per state directory."""
+    settings.ensure_dirs()
+    fd = os.open(settings.home / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PlatformError(
+            f"another sluice daemon is already running with state directory {settings.home} "
+            "(see `sluice info`; set SLUICE_HOME to run a second one)") from None
+    return fd
+
+
+def _api_socket(settings: Settings) -> socket.socket:
+    try:
+        return socket.create_server((settings.api_host, settings.api_port), backlog=1024)
+    except OSError as exc:
+        raise PlatformError(
+            f"cannot listen on {settings.api_host}:{settings.api_port} for the API: "
+            f"{exc.strerror} (is another sluice running? pick a port with --port or "
+            "SLUICE_API_PORT)") from None
+
+
+async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.stdout) -> None:
+    import uvicorn
+
+    from sluice.packaging import FUNCTION_FILE_SUFFIXES, spec_from_path
+    from sluice.spec import parse_spec
+
+    from .api import create_app
+
+    started = time.monotonic()
+    lock_fd = _lock(settings)
+    token = settings.token(create=True)
+    assert token is not None
+    sock = _api_socket(settings)
+    api_url = f"http://{settings.api_host}:{sock.getsockname()[1]}"
+    platform = LocalPlatform(settings, api_url=api_url)
+    await platform.start()
+    info = {"api_url": api_url, "home": str(settings.home), "pid": os.getpid(),
+            "broker": None, "version": _version()}
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def]
+            yield  # the daemon handles signals itself, so that it can drain its functions
+
+    server = Server(uvicorn.Config(
+        create_app(platform, token, info), log_level="warning", lifespan="off",
+        access_log=False, timeout_graceful_shutdown=5,
+    ))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    settings.daemon_path.write_text(json.dumps(info))
+    print(f"sluice is up in {time.monotonic() - started:.2f}s", file=out)
+    print(f"  API          {api_url}   (token: {settings.token_path})", file=out)
+    print(f"  state        {settings.home}", file=out)
+    restored = len(platform.functions)
+    if restored:
+        print(f"  restored     {restored} function(s)", file=out)
+
+    files = [f for p in deploy for f in (sorted(p.iterdir()) if p.is_dir() else [p])
+             if f.suffix in FUNCTION_FILE_SUFFIXES and not f.name.startswith("_")]
+    for path in files:
+        try:
+            status = await platform.deploy(parse_spec(spec_from_path(path)))
+            print(f"  deployed     {status.name:<12} {status.endpoint}   ({path})", file=out)
+        except SluiceError as exc:
+            print(f"  failed       {path}: {exc}", file=out)
+    if files:
+        example = next(iter(platform.functions), None)
+        if example:
+            print("\nTry:", file=out)
+            print(f"  .venv/bin/sluice invoke {example} --body '{{\"x\": 1}}'", file=out)
+            print("  .venv/bin/sluice get", file=out)
+            print(f"  .venv/bin/sluice logs {example}", file=out)
+    print("Press Ctrl-C to stop.", file=out, flush=True)
+    try:
+        await serving
+    finally:
+        print("sluice: stopping (draining functions)...", file=out, flush=True)
+        await platform.stop()
+        settings.daemon_path.unlink(missing_ok=True)
+        os.close(lock_fd)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sluice")
+    except PackageNotFoundError:
+        return "dev"

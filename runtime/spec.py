@@ -1,0 +1,233 @@
+"""FunctionSpec: what a function is, validated once at the boundary.
+
+A spec is immutable and rejects unknown fields. ``parse_spec`` turns pydantic's errors into
+one :class:`~sluice.errors.SpecError` whose message names each bad field (``triggers.web.port``)
+and what is allowed there, so the CLI and the API can show it as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import SpecError
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+HANDLER_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+SOURCE_FILENAME_PATTERN = r"^[A-Za-z_][\w.-]*\.py$"
+MAX_SOURCE_BYTES = 8 * 1024 * 1024
+
+
+class Kind(StrEnum):
+    """What a function does with its events."""
+
+    HTTP = "http"  # request/response handler
+    JOB = "job"  # run to completion
+    SERVING = "serving"  # model server (V2 inference protocol)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpBatching(_Frozen):
+    """Nuclio's HTTP batching mode: the handler receives a list of events."""
+
+    enabled: bool = True
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 10
+    timeout_ms: Annotated[float, Field(gt=0, le=60_000)] = 10.0
+
+
+class HttpTrigger(_Frozen):
+    """The function's own HTTP port, shared by all its workers."""
+
+    kind: Literal["http"] = "http"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    host: str = "127.0.0.1"
+    max_request_body_size: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024
+    # requests admitted to one worker and not yet answered; past it: 503 + Retry-After
+    max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    batching: HttpBatching | None = None
+
+
+Trigger = HttpTrigger
+
+
+class Resources(_Frozen):
+    """What one replica needs; cpu in cores, memory as a Kubernetes quantity, gpu as a count."""
+
+    cpu: Annotated[float, Field(gt=0)] | None = None
+    memory: Annotated[str, Field(pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")] | None = None
+    gpu: Annotated[int, Field(ge=0)] = 0
+
+
+class Replicas(_Frozen):
+    """How many replicas run; ``max`` bounds scaling (Nuclio's minReplicas/maxReplicas)."""
+
+    min: Annotated[int, Field(ge=0, le=64)] = 1
+    max: Annotated[int, Field(ge=1, le=64)] | None = None
+
+    @model_validator(mode="after")
+    def _max_not_below_min(self) -> Replicas:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        return self
+
+
+class Source(_Frozen):
+    """The handler's code, shipped with the spec (Nuclio's spec.build.functionSourceCode)."""
+
+    filename: Annotated[str, Field(pattern=SOURCE_FILENAME_PATTERN)]
+    code: str  # base64
+
+    @field_validator("code")
+    @classmethod
+    def _code_is_base64(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("must be base64-encoded source code") from exc
+        if len(raw) > MAX_SOURCE_BYTES:
+            raise ValueError(f"source is {len(raw)} bytes; at most {MAX_SOURCE_BYTES} allowed")
+        return value
+
+    def text(self) -> bytes:
+        return base64.b64decode(self.code)
+
+    @classmethod
+    def from_bytes(cls, filename: str, code: bytes) -> Source:
+        return cls(filename=filename, code=base64.b64encode(code).decode("ascii"))
+
+
+class FunctionSpec(_Frozen):
+    """A packaged function: a Python handler plus how it runs and what triggers it."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: Kind = Kind.HTTP
+    handler: Annotated[str, Field(pattern=HANDLER_PATTERN)] = "main:handler"
+    version: Annotated[str, Field(max_length=64)] | None = None
+    description: str = ""
+    runtime: Annotated[str, Field(pattern=r"^python(:3(\.\d+)?)?$")] = "python:3.11"
+    resources: Resources = Resources()
+    replicas: Replicas = Replicas()
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    triggers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]{0,62}$")], Trigger] = {}
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    timeout: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    retries: Annotated[int, Field(ge=0, le=100)] = 0
+    labels: dict[str, str] = {}
+    source: Source | None = None
+
+    @model_validator(mode="after")
+    def _http_trigger_for_request_kinds(self) -> FunctionSpec:
+        http = [t for t in self.triggers.values() if t.kind == "http"]
+        if len(http) > 1:
+            raise ValueError("a function has at most one http trigger (all workers share its port)")
+        return self
+
+    @property
+    def http_trigger(self) -> HttpTrigger | None:
+        for trigger in self.triggers.values():
+            if trigger.kind == "http":
+                return trigger
+        return None
+
+    @property
+    def handler_module(self) -> str:
+        return self.handler.split(":", 1)[0]
+
+    @property
+    def handler_function(self) -> str:
+        return self.handler.split(":", 1)[1]
+
+    def with_changes(self, **changes: Any) -> FunctionSpec:
+        """A copy with some fields replaced, validated again."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data.update(changes)
+        return parse_spec(data)
+
+
+_FIELD_HINTS = {
+    "name": "a DNS label: lowercase letters, digits and '-', e.g. 'fraud-score'",
+    "handler": "'module:function', e.g. 'main:handler'",
+    "runtime": "'python' or 'python:3.11'",
+    "filename": "a Python file name such as 'main.py'",
+}
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``field.path: what is wrong (got ...)``."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"])
+        where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "spec")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            allowed = ", ".join(parent.model_fields) if parent else ""
+            message = "unknown field" + (f" (allowed: {allowed})" if allowed else "")
+        elif err["type"] == "string_pattern_mismatch":
+            hint = _FIELD_HINTS.get(str(err["loc"][-1]) if err["loc"] else "")
+            message = f"must be {hint}" if hint else message
+        elif err["type"] == "literal_error":
+            message = message.replace("Input should be", "must be")
+        got = err.get("input")
+        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+            message += f" (got {got!r})"
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class at a location inside FunctionSpec (for 'allowed fields' hints)."""
+    model: type[BaseModel] | None = FunctionSpec
+    i = 0
+    while model is not None and i < len(loc):
+        field = model.model_fields.get(str(loc[i]))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if str(loc[i]) == "triggers":
+            i += 2  # skip the trigger's name
+            model = HttpTrigger
+            continue
+        model = _first_model(annotation)
+        i += 1
+    return model
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _first_model(arg)
+        if found:
+            return found
+    return None
+
+
+def parse_spec(data: Any, prefix: str = "") -> FunctionSpec:
+    """Validate a plain dict (from JSON or YAML) into a FunctionSpec, or raise SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{prefix or 'spec'}: must be a mapping, got {type(data).__name__}")
+    try:
+        return FunctionSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, prefix)) from None
+
+
+def valid_name(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None

@@ -1,0 +1,48 @@
+"""What the supervisor tells a worker process (plain JSON: the worker does not import pydantic)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# exit codes a worker uses to tell the supervisor why it stopped
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 3
+EXIT_RECYCLED = 75  # a handler overran its timeout; restart at once, no back-off
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    function: str
+    handler: str
+    source_dir: str | None
+    worker_id: int = 0
+    generation: int = 1
+    timeout: float = 60.0
+    env: dict[str, str] = field(default_factory=dict)
+    # the HTTP trigger: an inherited listening socket (fd) or a port to bind (standalone)
+    http_trigger: str | None = "http"
+    listen_fd: int | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    max_request_body_size: int = 4 * 1024 * 1024
+    max_inflight: int = 256
+    max_connections: int = 10_000
+    batch_size: int = 0
+    batch_timeout: float = 0.01
+    drain_timeout: float = 30.0
+    # talking to the supervisor: we write JSON lines to control_fd; EOF on parent_fd means it died
+    control_fd: int | None = None
+    parent_fd: int | None = None
+    platform_url: str | None = None
+    metrics_dir: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WorkerConfig:
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+        return cls(**data)

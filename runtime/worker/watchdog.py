@@ -1,0 +1,53 @@
+"""Recycles a worker whose sync handler overran its timeout.
+
+A sync handler runs on the event loop's thread, so nothing on that thread can interrupt it. This
+thread can: it answers the stuck request with a 504 by writing straight to its socket (the loop
+thread is blocked inside the handler, so nothing else writes there) and exits the process with
+``EXIT_RECYCLED``; the supervisor starts a fresh worker at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Protocol
+
+from sluice.outputs import dumps, error_reply
+
+from .config import EXIT_RECYCLED
+
+
+class Watched(Protocol):
+    busy_since: float
+    busy_fd: int
+
+
+def _response_bytes(timeout: float) -> bytes:
+    from sluice.triggers.http import wire
+
+    reply = error_reply(504, f"handler did not finish within {timeout:g}s; worker recycled")
+    return wire.encode(reply, keep_alive=False)
+
+
+def start_watchdog(target: Watched, timeout: float, function: str, worker: int) -> None:
+    period = max(0.01, min(0.25, timeout / 20))
+    response = _response_bytes(timeout)
+
+    def watch() -> None:
+        while True:
+            time.sleep(period)
+            started = target.busy_since
+            if started and time.monotonic() - started > timeout:
+                fd = target.busy_fd
+                line = dumps({"level": "error", "function": function, "worker": worker,
+                              "message": f"handler did not finish within {timeout:g}s; "
+                                         "answered 504 and recycling the worker"})
+                try:
+                    if fd >= 0:
+                        os.write(fd, response)
+                    os.write(1, line + b"\n")
+                finally:
+                    os._exit(EXIT_RECYCLED)
+
+    threading.Thread(target=watch, name="sluice-watchdog", daemon=True).start()

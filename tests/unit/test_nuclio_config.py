@@ -1,0 +1,112 @@
+"""Nuclio function.yaml in and out: what nuctl, the dashboard and nuclio-jupyter write."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sluice.errors import SpecError
+from sluice.nuclio_config import from_nuclio, parse_duration, to_nuclio
+from sluice.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def nuclio_function(**spec: object) -> dict[str, object]:
+    return {"apiVersion": "nuclio.io/v1beta1", "kind": "NuclioFunction",
+            "metadata": {"name": "fn"}, "spec": {"handler": "main:handler", **spec}}
+
+
+def test_example_function_yaml_becomes_a_valid_spec():
+    config = yaml.safe_load((ROOT / "examples/nuclio/function.yaml").read_text())
+    spec = parse_spec(from_nuclio(config))
+    assert spec.name == "risk" and spec.handler == "main:handler"
+    assert spec.env == {"THRESHOLD": "1000"}
+    assert spec.resources.cpu == 0.5 and spec.resources.memory == "256Mi"
+    assert (spec.replicas.min, spec.replicas.max) == (1, 2)
+    assert spec.timeout == 10.0
+    assert spec.workers == 2
+    assert spec.triggers["web"].max_request_body_size == 1048576
+    assert spec.labels == {"team": "fraud"}
+
+
+def test_nuclio_jupyter_shape_with_source_code_and_gpu():
+    code = base64.b64encode(b"def handler(context, event):\n    return 'hi'\n").decode()
+    config = {
+        "apiVersion": "nuclio.io/v1", "kind": "Function",
+        "metadata": {"name": "notebook", "namespace": "default-tenant", "annotations": {}},
+        "spec": {"runtime": "python:3.9", "handler": "notebook:handler",
+                 "env": [], "volumes": [],
+                 "build": {"commands": [], "noBaseImagesPull": True,
+                           "functionSourceCode": code},
+                 "resources": {"limits": {"nvidia.com/gpu": 1}},
+                 "triggers": {"h": {"kind": "http", "maxWorkers": 3}}},
+    }
+    spec = parse_spec(from_nuclio(config))
+    assert spec.source is not None and spec.source.filename == "notebook.py"
+    assert spec.source.text().startswith(b"def handler")
+    assert spec.resources.gpu == 1
+    assert spec.workers == 3  # the deprecated maxWorkers still counts
+
+
+def test_fixed_replicas_sets_min_and_max():
+    spec = parse_spec(from_nuclio(nuclio_function(replicas=3)))
+    assert (spec.replicas.min, spec.replicas.max) == (3, 3)
+
+
+def test_http_batching_attributes():
+    config = nuclio_function(triggers={"h": {"kind": "http", "batch": {
+        "mode": "enable", "batchSize": 8, "timeout": "50ms"}}})
+    batching = parse_spec(from_nuclio(config)).triggers["h"].batching
+    assert batching is not None and batching.batch_size == 8
+    assert batching.timeout_ms == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"apiVersion": "v1", "metadata": {"name": "x"}}, "apiVersion: must be one of"),
+    ({**nuclio_function(), "kind": "Deployment"}, "kind: must be NuclioFunction or Function"),
+    ({"apiVersion": "nuclio.io/v1", "spec": {}}, "metadata.name: required"),
+    (nuclio_function(handlr="x"), "spec.handlr: unknown Nuclio field (sluice understands:"),
+    (nuclio_function(runtime="golang"), "spec.runtime: sluice runs Python functions"),
+    (nuclio_function(eventTimeout="soon"), "spec.eventTimeout: must be a duration"),
+    (nuclio_function(resources={"limits": {"cpu": "lots"}}), "spec.resources.limits.cpu"),
+    (nuclio_function(resources={"limits": {"tpu": 1}}), "spec.resources.limits.tpu: unknown"),
+    (nuclio_function(env=[{"name": "A", "valueFrom": {}}]), "spec.env[0].valueFrom"),
+    (nuclio_function(triggers={"t": {"kind": "rabbit-mq"}}),
+     "spec.triggers.t.kind: 'rabbit-mq' triggers are not supported yet"),
+    (nuclio_function(triggers={"t": {"kind": "http", "attributes": {"prt": 1}}}),
+     "spec.triggers.t.attributes.prt: unknown Nuclio field"),
+    (nuclio_function(triggers={"t": {"kind": "http", "numWorkers": 0}}),
+     "spec.triggers.t.numWorkers: must be a whole number >= 1"),
+    (nuclio_function(build={"commands": ["pip install x"]}), "spec.build.commands"),
+])
+def test_bad_nuclio_configs_name_the_field(config, message):
+    with pytest.raises(SpecError) as info:
+        from_nuclio(config)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("2h", 7200.0), (15, 15.0)])
+def test_go_durations(text, seconds):
+    assert parse_duration(text, "x") == pytest.approx(seconds)
+
+
+def test_round_trip_through_nuclio_keeps_the_spec():
+    original = parse_spec({
+        "name": "rt", "handler": "m:h", "env": {"A": "1"}, "workers": 4, "timeout": 12.5,
+        "resources": {"cpu": 0.25, "memory": "1Gi", "gpu": 2},
+        "replicas": {"min": 2, "max": 5}, "labels": {"tier": "gold"},
+        "triggers": {"web": {"kind": "http", "port": 9001,
+                             "batching": {"batch_size": 16, "timeout_ms": 5}}},
+        "source": {"filename": "m.py", "code": base64.b64encode(b"x = 1\n").decode()},
+    })
+    rendered = to_nuclio(original.model_dump(mode="json", exclude_none=True))
+    assert rendered["apiVersion"] == "nuclio.io/v1beta1" and rendered["kind"] == "NuclioFunction"
+    assert rendered["spec"]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert rendered["spec"]["eventTimeout"] == "12.5s"
+    back = parse_spec(from_nuclio(yaml.safe_load(yaml.safe_dump(rendered))))
+    assert back == original

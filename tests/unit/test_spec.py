@@ -1,0 +1,94 @@
+"""FunctionSpec validation: good specs pass, bad ones name the field and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.errors import SpecError
+from sluice.spec import FunctionSpec, HttpTrigger, Kind, Source, parse_spec
+
+
+def test_minimal_spec_gets_sensible_defaults():
+    spec = parse_spec({"name": "echo"})
+    assert spec.kind is Kind.HTTP
+    assert spec.handler == "main:handler"
+    assert spec.workers == 1 and spec.replicas.min == 1
+    assert spec.timeout == 60.0
+
+
+def test_spec_is_immutable():
+    spec = parse_spec({"name": "echo"})
+    with pytest.raises(Exception, match="frozen"):
+        spec.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"name": "Echo"}, "name: must be a DNS label"),
+        ({"name": "../x"}, "name: must be a DNS label"),
+        ({"name": "a" * 64}, "name: must be a DNS label"),
+        ({"name": "ok", "handler": "nocolon"}, "handler: must be 'module:function'"),
+        ({"name": "ok", "kind": "batch"}, "kind: Input should be 'http', 'job' or 'serving'"),
+        ({"name": "ok", "workers": 0}, "workers: Input should be greater than or equal to 1"),
+        ({"name": "ok", "colour": "red"}, "colour: unknown field (allowed: name, kind, handler"),
+        ({"name": "ok", "triggers": {"web": {"kind": "http", "port": 70000}}},
+         "triggers.web.port: Input should be less than or equal to 65535 (got 70000)"),
+        ({"name": "ok", "triggers": {"web": {"kind": "smoke"}}},
+         "triggers.web.kind: must be 'http'"),
+        ({"name": "ok", "triggers": {"web": {"kind": "http", "prot": 1}}},
+         "triggers.web.prot: unknown field (allowed: kind, port, host"),
+        ({"name": "ok", "replicas": {"min": 3, "max": 2}}, "max (2) must be at least min (3)"),
+        ({"name": "ok", "resources": {"memory": "lots"}}, "resources.memory"),
+        ({"name": "ok", "env": {"1BAD": "x"}}, "env.1BAD"),
+        ({"name": "ok", "source": {"filename": "../evil.py", "code": "eA=="}},
+         "source.filename: must be a Python file name"),
+        ({"name": "ok", "source": {"filename": "a.py", "code": "***"}},
+         "source.code: Value error, must be base64-encoded source code"),
+        ({}, "name: Field required"),
+    ],
+)
+def test_invalid_specs_name_the_field(data, expected):
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert expected in str(info.value)
+
+
+def test_prefix_is_prepended_to_field_paths():
+    with pytest.raises(SpecError, match=r"^spec\.workers"):
+        parse_spec({"name": "ok", "workers": 0}, prefix="spec.")
+
+
+def test_non_mapping_is_refused():
+    with pytest.raises(SpecError, match="must be a mapping, got list"):
+        parse_spec([1, 2])
+
+
+def test_only_one_http_trigger():
+    with pytest.raises(SpecError, match="at most one http trigger"):
+        parse_spec({"name": "x", "triggers": {"a": {"kind": "http"}, "b": {"kind": "http"}}})
+
+
+def test_http_trigger_property_and_handler_parts():
+    spec = parse_spec({"name": "x", "handler": "pkg.mod:run",
+                       "triggers": {"web": {"kind": "http", "port": 8081}}})
+    assert spec.http_trigger == HttpTrigger(port=8081)
+    assert (spec.handler_module, spec.handler_function) == ("pkg.mod", "run")
+
+
+def test_source_round_trips_bytes():
+    source = Source.from_bytes("main.py", b"def handler(c, e):\n    return 1\n")
+    assert source.text() == b"def handler(c, e):\n    return 1\n"
+
+
+def test_with_changes_validates_again():
+    spec = parse_spec({"name": "x"})
+    assert spec.with_changes(workers=4).workers == 4
+    with pytest.raises(SpecError, match="workers"):
+        spec.with_changes(workers=-1)
+
+
+def test_json_round_trip_is_lossless():
+    spec = parse_spec({"name": "x", "env": {"A": "1"}, "resources": {"gpu": 1, "memory": "2Gi"},
+                       "triggers": {"web": {"kind": "http", "port": 9000}}})
+    assert FunctionSpec.model_validate(spec.model_dump(mode="json")) == spec

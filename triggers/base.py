@@ -1,0 +1,30 @@
+"""The dispatch contract every trigger uses: hand events to a runner, get replies back.
+
+A trigger turns outside stimuli (an HTTP request, a Kafka record, a cron fire) into
+``nuclio_sdk.Event`` objects and gives them to the worker's :class:`EventRunner`. The runner never
+raises: a handler's exception, timeout or bad output comes back as an error :class:`Reply`, so a
+trigger only has to turn replies into responses, acks or commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from nuclio_sdk import Event
+
+from sluice.outputs import Reply
+
+
+class EventRunner(Protocol):
+    """Calls the user's handler; sync handlers run inline, async ones on the loop."""
+
+    is_async: bool
+
+    def run(self, event: Event) -> Reply: ...
+
+    async def run_async(self, event: Event) -> Reply: ...
+
+    def run_batch(self, events: Sequence[Event]) -> list[Reply]: ...
+
+    async def run_batch_async(self, events: Sequence[Event]) -> list[Reply]: ...
