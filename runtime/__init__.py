@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "ApiError",
     "Client",
+    "Function",
     "FunctionSpec",
     "HandlerError",
     "HttpTrigger",
@@ -25,6 +26,7 @@ __all__ = [
 
 _LAZY = {
     "Client": "sluice.client",
+    "Function": "sluice.function",
     "FunctionSpec": "sluice.spec",
     "HttpTrigger": "sluice.spec",
     "parse_spec": "sluice.spec",
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
         SluiceError,
         SpecError,
     )
+    from .function import Function
     from .nuclio_config import from_nuclio, to_nuclio
     from .spec import FunctionSpec, HttpTrigger, parse_spec
 

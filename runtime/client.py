@@ -31,6 +31,23 @@ class Client:
         self._port = parts.port or 80
 
     # -- transport -----------------------------------------------------------------------------
+    def _open(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        all_headers = dict(headers or {})
+        if self.token:
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            conn.request(method, path, body=body, headers=all_headers)
+            return conn, conn.getresponse()
+        except OSError as exc:
+            conn.close()
+            raise PlatformError(
+                f"cannot reach the sluice platform at {self.api_url} ({exc.strerror or exc}); "
+                "start it with `sluice up` (or `make run`), or point SLUICE_API_URL at it"
+            ) from None
+
     def request(
         self,
         method: str,
@@ -38,30 +55,23 @@ class Client:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         check: bool = True,
-    ) -> http.client.HTTPResponse:
-        """Send one request; with ``check``, an error status raises ApiError."""
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        all_headers = dict(headers or {})
-        if self.token:
-            all_headers["Authorization"] = f"Bearer {self.token}"
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One exchange: (status, lower-cased headers, body). With ``check``, an error status
+        raises ApiError with the platform's message."""
+        conn, response = self._open(method, path, body, headers)
         try:
-            conn.request(method, path, body=body, headers=all_headers)
-            response = conn.getresponse()
-        except (ConnectionRefusedError, OSError) as exc:
+            raw = response.read()
+            result = (response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+        finally:
             conn.close()
-            raise PlatformError(
-                f"cannot reach the sluice platform at {self.api_url} ({exc.strerror or exc}); "
-                "start it with `sluice up` (or `make run`), or point SLUICE_API_URL at it"
-            ) from None
-        if check and response.status >= 400:
-            raise _error(response)
-        return response
+        if check and result[0] >= 400:
+            raise _error(result[0], raw)
+        return result
 
     def _json(self, method: str, path: str, payload: Any = None) -> Any:
         body = json.dumps(payload).encode() if payload is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        response = self.request(method, path, body, headers)
-        return json.loads(response.read() or b"null")
+        return json.loads(self.request(method, path, body, headers)[2] or b"null")
 
     # -- the platform's verbs --------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -93,25 +103,30 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """Call a function through the platform; returns (status, headers, body)."""
-        response = self.request(method, f"/api/functions/{quote(name)}/invoke{path}", body,
-                                headers, check=False)
-        if response.status >= 400 and response.getheader("x-sluice-platform-error"):
-            raise _error(response)
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        status, out_headers, out = self.request(
+            method, f"/api/functions/{quote(name)}/invoke{path}", body, headers, check=False)
+        if status >= 400 and out_headers.get("x-sluice-platform-error"):
+            raise _error(status, out)  # the platform answered, not the function
+        return status, out_headers, out
 
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
-        response = self.request(
-            "GET", f"/api/functions/{quote(name)}/logs?tail={tail}&follow={int(follow)}")
-        while line := response.readline():
-            yield line
+        conn, response = self._open(
+            "GET", f"/api/functions/{quote(name)}/logs?tail={tail}&follow={int(follow)}", None,
+            None)
+        try:
+            if response.status >= 400:
+                raise _error(response.status, response.read())
+            while line := response.readline():
+                yield line
+        finally:
+            conn.close()
 
 
-def _error(response: http.client.HTTPResponse) -> ApiError:
-    raw = response.read()
+def _error(status: int, raw: bytes) -> ApiError:
     try:
         message = str(json.loads(raw)["error"])
     except (ValueError, KeyError, TypeError):
-        message = raw.decode("utf-8", "replace") or f"HTTP {response.status}"
-    if response.status == 401:
+        message = raw.decode("utf-8", "replace") or f"HTTP {status}"
+    if status == 401:
         return UnauthorizedError(401, message)
-    return ApiError(response.status, message)
+    return ApiError(status, message)

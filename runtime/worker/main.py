@@ -81,7 +81,7 @@ async def serve(config: WorkerConfig) -> int:
 
     from .context import make_context
     from .runner import Runner
-    from .watchdog import start_watchdog
+    from .watchdog import LoopHeartbeat, start_watchdog
 
     loop = asyncio.get_running_loop()
     context = make_context(config.function, config.worker_id, config.http_trigger or "http",
@@ -125,7 +125,12 @@ async def serve(config: WorkerConfig) -> int:
         _control(config, event="failed", error=f"cannot listen on port {config.port}: {exc}")
         return EXIT_STARTUP_FAILED
     await server.start(sock)
-    if not loaded.is_async:
+    if loaded.is_async:
+        # asyncio.wait_for answers 504 for slow coroutines; this catches one that blocks the loop
+        heartbeat = LoopHeartbeat(loop, max(0.05, min(1.0, config.timeout / 4)))
+        start_watchdog(heartbeat, config.timeout + heartbeat.period, config.function,
+                       config.worker_id)
+    else:
         start_watchdog(server, config.timeout, config.function, config.worker_id)
 
     stop = asyncio.Event()

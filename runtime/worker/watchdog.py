@@ -8,6 +8,7 @@ thread is blocked inside the handler, so nothing else writes there) and exits th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -21,6 +22,28 @@ from .config import EXIT_RECYCLED
 class Watched(Protocol):
     busy_since: float
     busy_fd: int
+
+
+class LoopHeartbeat:
+    """For async handlers: the loop marks itself alive; a handler that blocks the loop (sync
+    work inside ``async def``) stops the beat, and the watchdog sees it as busy."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float) -> None:
+        self.loop = loop
+        self.period = period
+        self.last = time.monotonic()
+        self.busy_fd = -1
+        loop.call_soon(self._beat)
+
+    def _beat(self) -> None:
+        self.last = time.monotonic()
+        self.loop.call_later(self.period, self._beat)
+
+    @property
+    def busy_since(self) -> float:
+        # the beat is late by more than a period: the loop has been stuck since the last one
+        last = self.last
+        return last if time.monotonic() - last > 2 * self.period else 0.0
 
 
 def _response_bytes(timeout: float) -> bytes:

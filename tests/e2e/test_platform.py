@@ -253,3 +253,42 @@ def test_nuclio_style_example_handler(daemon: Daemon):
     assert "HTTP 200" in ok and "x-greeter: sluice" in ok and '{"message":"Hello, Ada!"}' in ok
     bad = daemon.cli("invoke", "hello", "--body", "{}", check=False)
     assert bad.returncode == 1 and "answered HTTP 400" in bad.stderr
+
+
+def test_python_api_deploys_invokes_and_deletes(daemon: Daemon):
+    from sluice import Client, Function
+
+    client = Client(api_url=daemon.api, token=daemon.token)
+    fn = Function("py-echo", ROOT / "examples/echo.py", workers=2)
+    status = fn.deploy(client)["status"]
+    assert status["state"] == "ready" and status["workers_ready"] == 2
+    code, headers, body = fn.invoke({"x": 1}, client=client)
+    assert (code, headers["content-type"], body) == (200, "application/json", b'{"x":1}')
+    fn.delete(client)
+    assert client.list() == []
+
+
+def test_logs_follow_streams_new_lines_as_they_happen(daemon: Daemon):
+    import subprocess
+    import sys
+
+    daemon.deploy(H, "followed", "--handler", "greet")
+    follower = subprocess.Popen([sys.executable, "-m", "sluice.cli", "logs", "followed", "-f",
+                                 "--tail", "1"], env=daemon.env, stdout=subprocess.PIPE)
+    try:
+        assert follower.stdout is not None
+        follower.stdout.readline()  # the one tail line
+        daemon.cli("invoke", "followed", "--body", '{"name": "live"}')
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            entry = json.loads(follower.stdout.readline())
+            if entry["message"] == "greeting":
+                assert entry["with"]["name"] == "live"
+                break
+        else:
+            raise AssertionError("the greeting never arrived")
+    finally:
+        follower.kill()
+        follower.wait()
+        assert follower.stdout is not None
+        follower.stdout.close()

@@ -124,3 +124,24 @@ def call_other(context, event):
     response = context.platform.call_function(
         event.body["target"], nuclio_sdk.Event(body={"from": "caller"}, method="POST", path="/"))
     return {"status": response.status_code, "answer": response.body}
+
+
+async def blocks_loop(context, event):
+    time.sleep(30)  # a sync sleep inside async def: the event loop itself is stuck
+    return "never"
+
+
+def slow_then_answer(context, event):
+    time.sleep(1.0)
+    return "finished"
+
+
+def register_drain(context, event):
+    marker = event.body.get("marker")
+
+    def on_drain():
+        with open(marker, "a") as out:
+            out.write("drained")
+
+    context.platform.set_drain_callback(on_drain)
+    return "registered"

@@ -216,3 +216,32 @@ def test_metrics_endpoint_counts_invocations_by_status(start_worker):
     page = httpx.get(worker.url + "/metrics").text
     assert "sluice_function_latency_seconds_bucket" in page
     assert "sluice_worker_starts_total" in page
+
+
+def test_async_handler_that_blocks_the_loop_gets_the_worker_recycled(start_worker):
+    worker = start_worker(f"{H}:blocks_loop", "--timeout", "0.5")
+    started = time.monotonic()
+    with pytest.raises(httpx.HTTPError):
+        worker.post(json={}, timeout=20)  # the stuck worker exits; the connection drops
+    assert worker.process.wait(timeout=10) == 75  # EXIT_RECYCLED: the platform restarts it
+    assert time.monotonic() - started < 8
+
+
+def test_graceful_stop_finishes_in_flight_requests(start_worker):
+    worker = start_worker(f"{H}:slow_then_answer")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(worker.post, json={})
+        time.sleep(0.3)  # the request is inside the handler now
+        worker.process.send_signal(signal.SIGTERM)
+        response = pending.result(timeout=20)
+    assert response.status_code == 200 and response.text == "finished"
+    assert worker.process.wait(timeout=15) == 0
+
+
+def test_drain_callback_runs_when_the_worker_drains(start_worker, tmp_path: Path):
+    worker = start_worker(f"{H}:register_drain")
+    marker = tmp_path / "drained.txt"
+    assert worker.post(json={"marker": str(marker)}).text == "registered"
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=15) == 0
+    assert marker.read_text() == "drained"
