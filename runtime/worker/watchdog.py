@@ -20,8 +20,14 @@ from .config import EXIT_RECYCLED
 
 
 class Watched(Protocol):
-    busy_since: float
-    busy_fd: int
+    """Something whose current piece of work may be stuck: when it started (0: idle) and the
+    socket to answer on (-1: none)."""
+
+    @property
+    def busy_since(self) -> float: ...
+
+    @property
+    def busy_fd(self) -> int: ...
 
 
 class LoopHeartbeat:
