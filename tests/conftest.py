@@ -59,7 +59,8 @@ class Worker:
     metrics_dir: Path
 
     def post(self, path: str = "/", **kwargs: object) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("timeout", 30)
+        return httpx.post(self.url + path, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -93,13 +93,17 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
             print(f"  deployed     {status.name:<12} {status.endpoint}   ({path})", file=out)
         except SluiceError as exc:
             print(f"  failed       {path}: {exc}", file=out)
-    if files:
-        example = next(iter(platform.functions), None)
-        if example:
-            print("\nTry:", file=out)
-            print(f"  .venv/bin/sluice invoke {example} --body '{{\"x\": 1}}'", file=out)
-            print("  .venv/bin/sluice get", file=out)
-            print(f"  .venv/bin/sluice logs {example}", file=out)
+    if files and platform.functions:
+        name, fn = next(iter(platform.functions.items()))
+        cli = "sluice" if os.environ.get("VIRTUAL_ENV") else ".venv/bin/sluice"
+        print("\nTry, in another terminal:", file=out)
+        print(f"  {cli} invoke {name} --body '{{\"x\": 1}}'", file=out)
+        if fn.port:
+            print(f"  curl -X POST http://127.0.0.1:{fn.port}/ -H 'content-type: application/json'"
+                  " -d '{\"x\": 1}'", file=out)
+        print(f"  {cli} get            # every function, its state and endpoint", file=out)
+        print(f"  {cli} logs {name}", file=out)
+        print(f"  {cli} deploy FILE.py --name NAME   # your own handler(context, event)", file=out)
     print("Press Ctrl-C to stop.", file=out, flush=True)
     try:
         await serving
