@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,25 +16,40 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+MAX_LOG_BYTES = 64 * 1024 * 1024  # past this the file is rotated to <name>.jsonl.1
+
+
 class FunctionLog:
     """Appends lines to ``logs/<function>.jsonl`` and wakes followers (no polling)."""
 
-    def __init__(self, path: Path, function: str) -> None:
+    def __init__(self, path: Path, function: str, max_bytes: int = MAX_LOG_BYTES) -> None:
         self.path = path
         self.function = function
+        self.max_bytes = max_bytes
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the function
-        self._changed = asyncio.Condition()
+        self._size = self._file.tell()
+        self._written = asyncio.Event()  # set and replaced on every write that has followers
+        self._followers = 0
 
     def close(self) -> None:
         self._file.close()
+        self._written.set()
 
     def write_line(self, line: bytes) -> None:
-        self._file.write(line.rstrip(b"\n") + b"\n")
-        asyncio.get_running_loop().create_task(self._notify())
+        data = line.rstrip(b"\n") + b"\n"
+        if self._size + len(data) > self.max_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._size += len(data)
+        if self._followers:
+            self._written.set()
+            self._written = asyncio.Event()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _rotate(self) -> None:
+        self._file.close()
+        self.path.replace(self.path.with_name(self.path.name + ".1"))
+        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._size = 0
 
     def worker_output(self, raw: bytes, worker: int, stream: str) -> None:
         """A line a worker printed: JSON lines pass through, anything else is wrapped."""
@@ -58,14 +74,28 @@ class FunctionLog:
         self.write_line(orjson.dumps(entry))
 
     async def read(self, tail: int, follow: bool) -> AsyncIterator[bytes]:
-        with open(self.path, "rb") as source:
+        """The last ``tail`` lines (0: all); with ``follow``, then every new line until closed."""
+        source = open(self.path, "rb")  # noqa: SIM115 - reopened after a rotation
+        try:
             lines = source.readlines()
             for line in lines[-tail:] if tail > 0 else lines:
                 yield line
             if not follow:
                 return
-            while True:
-                async with self._changed:
-                    await self._changed.wait()
-                for line in source.readlines():
-                    yield line
+            self._followers += 1
+            try:
+                while not self._file.closed:
+                    await self._written.wait()
+                    for line in source.readlines():
+                        yield line
+                    if self._file.closed:
+                        break
+                    if os.fstat(source.fileno()).st_ino != os.fstat(self._file.fileno()).st_ino:
+                        source.close()  # rotated: the rest is in the new file
+                        source = open(self.path, "rb")  # noqa: SIM115
+                        for line in source.readlines():
+                            yield line
+            finally:
+                self._followers -= 1
+        finally:
+            source.close()
