@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="API port (default $SLUICE_API_PORT or 8070)")
     up.add_argument("--deploy", action="append", type=Path, default=[], metavar="PATH",
                     help="deploy this function file (or every one in this folder) once up")
+    up.add_argument("--no-broker", action="store_true",
+                    help="do not start the embedded Kafka broker")
 
     sub.add_parser("info", help="where the platform is: API address, state directory")
 
@@ -72,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
     delete = sub.add_parser("delete", help="stop a function and remove it")
     delete.add_argument("name")
+
+    from .kafka_cli import add_commands
+
+    add_commands(sub)
 
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
@@ -117,6 +123,8 @@ def _show(item: dict[str, Any]) -> str:
         lines.append(f"message:   {st['message']}")
     lines.append(f"handler:   {item['spec'].get('handler')}")
     lines.append(f"restarts:  {st['restarts']}")
+    for partition, lag in sorted(st.get("lag", {}).items()):
+        lines.append(f"lag:       {partition}  {lag if lag >= 0 else 'unknown (broker down?)'}")
     updated = datetime.fromtimestamp(st["updated"]).isoformat(timespec="seconds")
     lines.append(f"updated:   {updated}")
     return "\n".join(lines)
@@ -136,7 +144,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        uvloop.run(run_daemon(settings, args.deploy))
+        uvloop.run(run_daemon(settings, args.deploy, embedded_broker=not args.no_broker))
     except KeyboardInterrupt:
         pass
     except asyncio.CancelledError:
@@ -242,6 +250,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from . import kafka_cli
+
+    servers = kafka_cli.bootstrap(_client(args).info)
+    command = {"topics": kafka_cli.cmd_topics, "produce": kafka_cli.cmd_produce,
+               "consume": kafka_cli.cmd_consume}[args.command]
+    return command(args, servers)
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     _client(args).delete(args.name)
     print(f"{args.name} deleted")
@@ -259,6 +276,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 COMMANDS = {
     "up": cmd_up, "info": cmd_info, "deploy": cmd_deploy, "get": cmd_get, "invoke": cmd_invoke,
     "logs": cmd_logs, "export": cmd_export, "delete": cmd_delete, "scale": cmd_scale,
+    "topics": cmd_kafka, "produce": cmd_kafka, "consume": cmd_kafka,
 }
 
 

@@ -44,7 +44,20 @@ _TRIGGER_FIELDS = {"kind", "name", "class", "url", "numWorkers", "maxWorkers", "
                    "password", "secret", "workerTerminationTimeout"}
 _HTTP_ATTRIBUTES = {"port", "maxRequestBodySize", "ingresses", "serviceType", "readBufferSize",
                     "reduceMemoryUsage", "cors", "host"}
-_SUPPORTED_TRIGGERS = ("http",)
+_KAFKA_NUCLIO = {  # Nuclio's kafka-cluster attribute -> sluice's KafkaTrigger field
+    "brokers": "bootstrap_servers", "topics": "topics", "consumerGroup": "group",
+    "initialOffset": "initial_offset", "sessionTimeout": "session_timeout_ms",
+    "heartbeatInterval": "heartbeat_interval_ms", "rebalanceTimeout": "max_poll_interval_ms",
+}
+_KAFKA_NO_EFFECT = {"workerAllocationMode", "ackWindowSize", "maxWaitHandlerDuringRebalance",
+                    "fetchMin", "fetchDefault", "fetchMax", "channelBufferSize", "maxWaitTime",
+                    "retryBackoff", "maxProcessingTime", "logLevel", "caCert", "accessKey",
+                    "accessCertificate", "tls", "version", "partitions"}
+_KAFKA_SLUICE = {"topics", "group", "bootstrap_servers", "initial_offset", "session_timeout_ms",
+                 "heartbeat_interval_ms", "max_poll_interval_ms", "max_batch_size", "max_wait_ms",
+                 "batch", "content_type", "output", "dead_letter", "retries", "retry_backoff_ms",
+                 "explicit_ack", "security"}
+_SUPPORTED_TRIGGERS = ("http", "kafka-cluster", "kafka")
 
 
 def _fail(where: str, message: str) -> SpecError:
@@ -218,6 +231,9 @@ def _triggers(triggers: dict[str, Any]) -> tuple[dict[str, Any], int]:
             if not isinstance(count, int) or count < 1:
                 raise _fail(f"{where}.numWorkers", f"must be a whole number >= 1 (got {count!r})")
             workers = max(workers, count)
+        if kind in ("kafka-cluster", "kafka"):
+            out[name] = _kafka_trigger(trigger, where)
+            continue
         attributes = _mapping(trigger.get("attributes"), f"{where}.attributes")
         _check_fields(attributes, _HTTP_ATTRIBUTES, f"{where}.attributes")
         http: dict[str, Any] = {"kind": "http"}
@@ -235,6 +251,64 @@ def _triggers(triggers: dict[str, Any]) -> tuple[dict[str, Any], int]:
                 http["batching"]["timeout_ms"] = seconds * 1000
         out[name] = http
     return out, workers
+
+
+def _kafka_trigger(trigger: dict[str, Any], where: str) -> dict[str, Any]:
+    attributes = _mapping(trigger.get("attributes"), f"{where}.attributes")
+    _check_fields(attributes, set(_KAFKA_NUCLIO) | _KAFKA_NO_EFFECT | _KAFKA_SLUICE | {"sasl"},
+                  f"{where}.attributes")
+    kafka: dict[str, Any] = {"kind": "kafka"}
+    for key, value in attributes.items():
+        field = _KAFKA_NUCLIO.get(key, key if key in _KAFKA_SLUICE else None)
+        if field is None:
+            continue
+        if field in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms") and (
+            isinstance(value, str)
+        ):
+            value = int(parse_duration(value, f"{where}.attributes.{key}") * 1000)
+        if field in ("topics", "bootstrap_servers") and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if field == "initial_offset" and isinstance(value, str):
+            value = value.lower()
+        kafka[field] = value
+    sasl = _mapping(attributes.get("sasl"), f"{where}.attributes.sasl")
+    if sasl.get("enable"):
+        kafka["security"] = {
+            **kafka.get("security", {}),
+            "security_protocol": "SASL_SSL" if attributes.get("tls") else "SASL_PLAINTEXT",
+            "sasl_mechanism": str(sasl.get("mechanism") or "PLAIN"),
+            "sasl_plain_username": str(sasl.get("user", "")),
+            "sasl_plain_password": str(sasl.get("password", "")),
+        }
+    if str(trigger.get("explicitAckMode", "disable")) in ("enable", "explicitOnly"):
+        kafka["explicit_ack"] = True
+    batch = _mapping(trigger.get("batch"), f"{where}.batch")
+    if batch.get("mode") == "enable":
+        kafka["batch"] = True
+        if batch.get("batchSize"):
+            kafka["max_batch_size"] = batch["batchSize"]
+        if batch.get("timeout"):
+            kafka["max_wait_ms"] = int(parse_duration(batch["timeout"], f"{where}.batch.timeout")
+                                       * 1000)
+    return kafka
+
+
+def _kafka_to_nuclio(trigger: dict[str, Any], workers: int) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    reverse = {v: k for k, v in _KAFKA_NUCLIO.items()}
+    for field, value in trigger.items():
+        if field in ("kind", "batch", "explicit_ack"):
+            continue
+        if field in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms"):
+            value = f"{value}ms"
+        attributes[reverse.get(field, field)] = value
+    rendered: dict[str, Any] = {"kind": "kafka-cluster", "numWorkers": workers,
+                                "attributes": attributes}
+    if trigger.get("explicit_ack"):
+        rendered["explicitAckMode"] = "enable"
+    if trigger.get("batch"):
+        rendered["batch"] = {"mode": "enable"}
+    return rendered
 
 
 def to_nuclio(spec: dict[str, Any], api_version: str = "nuclio.io/v1beta1") -> dict[str, Any]:
@@ -264,6 +338,9 @@ def to_nuclio(spec: dict[str, Any], api_version: str = "nuclio.io/v1beta1") -> d
     nspec["eventTimeout"] = f"{spec.get('timeout', 60.0):g}s"
     triggers: dict[str, Any] = {}
     for name, trigger in (spec.get("triggers") or {}).items():
+        if trigger["kind"] in ("kafka", "kafka-cluster"):
+            triggers[name] = _kafka_to_nuclio(trigger, spec.get("workers", 1))
+            continue
         attributes: dict[str, Any] = {}
         if trigger.get("port"):
             attributes["port"] = trigger["port"]

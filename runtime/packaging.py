@@ -24,14 +24,22 @@ def parse_trigger_option(text: str) -> tuple[str, dict[str, Any]]:
         raise SpecError(f"--trigger {text!r}: give a kind, e.g. 'http' or 'http:port=8081'")
     trigger: dict[str, Any] = {"kind": kind}
     name = kind
+    lists = ("topics", "bootstrap_servers")
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise SpecError(f"--trigger {text!r}: {item!r} must be key=value")
+        key = key.strip().replace("-", "_")
         if key == "name":
             name = value
+        elif kind == "kafka" and key in ("topic", *lists):
+            # kafka:topic=events or topics=a+b (',' separates options, so '+' separates items)
+            trigger.setdefault("topics" if key == "topic" else key, []).extend(
+                v for v in value.strip().split("+") if v)
+        elif kind == "kafka" and key == "group":
+            trigger["group"] = value.strip()
         else:
-            trigger[key.strip().replace("-", "_")] = _scalar(value.strip())
+            trigger[key] = _scalar(value.strip())
     return name, trigger
 
 

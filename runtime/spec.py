@@ -63,7 +63,44 @@ class HttpTrigger(_Frozen):
     batching: HttpBatching | None = None
 
 
-Trigger = HttpTrigger
+KAFKA_SECURITY_KEYS = (
+    "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname",
+)
+
+
+class KafkaTrigger(_Frozen):
+    """Consume topics through a consumer group (all the function's workers join it)."""
+
+    kind: Literal["kafka", "kafka-cluster"] = "kafka"
+    topics: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]],
+                      Field(min_length=1)]
+    group: Annotated[str, Field(min_length=1, max_length=255)] | None = None  # default: the name
+    bootstrap_servers: list[str] | None = None  # default: the platform's broker
+    initial_offset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: Annotated[int, Field(ge=1000, le=3_600_000)] = 10_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 3_000
+    max_poll_interval_ms: Annotated[int, Field(ge=1000, le=86_400_000)] = 300_000
+    max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 100
+    batch: bool = False  # handler(context, events) receives a list
+    content_type: str | None = None  # "application/json": bodies are decoded (bad JSON: DLQ)
+    output: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = None
+    dead_letter: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")] | None = None
+    retries: Annotated[int, Field(ge=0, le=100)] = 3
+    retry_backoff_ms: Annotated[int, Field(ge=0, le=600_000)] = 100
+    explicit_ack: bool = False
+    security: dict[Literal[KAFKA_SECURITY_KEYS], str | bool] = {}  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> KafkaTrigger:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                             f"session_timeout_ms ({self.session_timeout_ms})")
+        return self
+
+
+Trigger = Annotated[HttpTrigger | KafkaTrigger, Field(discriminator="kind")]
 
 
 class Resources(_Frozen):
@@ -141,9 +178,13 @@ class FunctionSpec(_Frozen):
     @property
     def http_trigger(self) -> HttpTrigger | None:
         for trigger in self.triggers.values():
-            if trigger.kind == "http":
+            if isinstance(trigger, HttpTrigger):
                 return trigger
         return None
+
+    @property
+    def kafka_triggers(self) -> dict[str, KafkaTrigger]:
+        return {n: t for n, t in self.triggers.items() if isinstance(t, KafkaTrigger)}
 
     @property
     def handler_module(self) -> str:
@@ -172,7 +213,19 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem: ``field.path: what is wrong (got ...)``."""
     lines = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"])
+        parts = list(err["loc"])
+        if len(parts) > 2 and parts[0] == "triggers" and parts[2] in _TRIGGER_KINDS:
+            del parts[2]  # pydantic's discriminator tag: not a field the user wrote
+        if err["type"] == "union_tag_invalid":
+            parts.append("kind")
+            tag = (err.get("ctx") or {}).get("tag")
+            err = {**err, "msg": f"unknown trigger kind {tag!r} (allowed: "
+                   f"{', '.join(_TRIGGER_KINDS)})", "type": "custom", "input": None}
+        elif err["type"] == "union_tag_not_found":
+            parts.append("kind")
+            err = {**err, "msg": f"required: one of {', '.join(_TRIGGER_KINDS)}",
+                   "type": "missing"}
+        loc = ".".join(str(part) for part in parts)
         where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "spec")
         message = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -185,10 +238,15 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         elif err["type"] == "literal_error":
             message = message.replace("Input should be", "must be")
         got = err.get("input")
-        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+        if err["type"] not in ("missing", "extra_forbidden") and got is not None and not isinstance(
+            got, dict | list
+        ):
             message += f" (got {got!r})"
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
+
+
+_TRIGGER_KINDS = ("http", "kafka", "kafka-cluster")
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -201,8 +259,10 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
             return None
         annotation = field.annotation
         if str(loc[i]) == "triggers":
-            i += 2  # skip the trigger's name
-            model = HttpTrigger
+            # pydantic puts the discriminator value after the trigger's name
+            kind = str(loc[i + 2]) if len(loc) > i + 2 else "http"
+            model = KafkaTrigger if kind.startswith("kafka") else HttpTrigger
+            i += 3
             continue
         model = _first_model(annotation)
         i += 1

@@ -20,6 +20,7 @@ class EventRunner(Protocol):
     """Calls the user's handler; sync handlers run inline, async ones on the loop."""
 
     is_async: bool
+    busy_fd: int  # the socket a sync call answers on, for the watchdog's 504 (-1: none)
 
     def run(self, event: Event) -> Reply: ...
 

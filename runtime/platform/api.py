@@ -119,11 +119,10 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
 
     async def logs(request: Request) -> Response:
         name = request.path_params["name"]
-        await platform.get(name)  # 404 before streaming starts
         tail = _int_param(request, "tail", 100)
         follow = request.query_params.get("follow", "") in ("1", "true", "yes")
-        return StreamingResponse(platform.logs(name, tail, follow),
-                                 media_type="application/x-ndjson")
+        lines = platform.logs(name, tail, follow)  # raises NotFoundError before streaming
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     async def prometheus(request: Request) -> Response:
         await platform.list()  # refresh the per-state gauge

@@ -31,6 +31,7 @@ class FunctionStatus:
     created: float = 0.0
     updated: float = 0.0
     spec: dict[str, Any] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> messages behind
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

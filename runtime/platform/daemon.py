@@ -17,6 +17,7 @@ from typing import TextIO
 from sluice.errors import PlatformError, SluiceError
 from sluice.settings import Settings
 
+from .broker import EmbeddedBroker, external_bootstrap
 from .local import LocalPlatform
 
 
@@ -44,7 +45,8 @@ def _api_socket(settings: Settings) -> socket.socket:
             "SLUICE_API_PORT)") from None
 
 
-async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.stdout) -> None:
+async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.stdout,
+                     embedded_broker: bool = True) -> None:
     import uvicorn
 
     from sluice.packaging import FUNCTION_FILE_SUFFIXES, spec_from_path
@@ -58,10 +60,20 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     assert token is not None
     sock = _api_socket(settings)
     api_url = f"http://{settings.api_host}:{sock.getsockname()[1]}"
-    platform = LocalPlatform(settings, api_url=api_url)
-    await platform.start()
+    broker = None
+    bootstrap = external_bootstrap()
+    if bootstrap is None and embedded_broker:
+        broker = EmbeddedBroker(log_path=settings.logs_dir / "broker.log").start()
+        bootstrap = broker.bootstrap
+    platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap)
+    try:
+        await platform.start()
+    except BaseException:
+        if broker is not None:
+            broker.stop()
+        raise
     info = {"api_url": api_url, "home": str(settings.home), "pid": os.getpid(),
-            "broker": None, "version": _version()}
+            "broker": bootstrap, "broker_embedded": broker is not None, "version": _version()}
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self):  # type: ignore[no-untyped-def]
@@ -81,6 +93,9 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     print(f"sluice is up in {time.monotonic() - started:.2f}s", file=out)
     print(f"  API          {api_url}   (token: {settings.token_path})", file=out)
     print(f"  state        {settings.home}", file=out)
+    if bootstrap:
+        kind = "embedded Tansu, in memory" if broker is not None else "SLUICE_KAFKA_BOOTSTRAP"
+        print(f"  kafka        {bootstrap}   ({kind})", file=out)
     restored = len(platform.functions)
     if restored:
         print(f"  restored     {restored} function(s)", file=out)
@@ -110,6 +125,8 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     finally:
         print("sluice: stopping (draining functions)...", file=out, flush=True)
         await platform.stop()
+        if broker is not None:
+            broker.stop()
         settings.daemon_path.unlink(missing_ok=True)
         os.close(lock_fd)
 

@@ -9,7 +9,7 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,8 @@ class Deployed:
 
 
 def with_default_trigger(spec: FunctionSpec) -> FunctionSpec:
-    """HTTP and serving functions get an HTTP trigger when the spec names none."""
-    if spec.http_trigger is None and spec.kind in (Kind.HTTP, Kind.SERVING):
+    """HTTP and serving functions get an HTTP trigger when the spec names no trigger at all."""
+    if not spec.triggers and spec.kind in (Kind.HTTP, Kind.SERVING):
         triggers = {name: t.model_dump(mode="json") for name, t in spec.triggers.items()}
         triggers["http"] = HttpTrigger().model_dump(mode="json")
         return spec.with_changes(triggers=triggers)
@@ -61,9 +61,11 @@ def with_default_trigger(spec: FunctionSpec) -> FunctionSpec:
 class LocalPlatform:
     """Implements :class:`sluice.platform.base.Platform` with local worker processes."""
 
-    def __init__(self, settings: Settings, api_url: str | None = None) -> None:
+    def __init__(self, settings: Settings, api_url: str | None = None,
+                 kafka_bootstrap: str | None = None) -> None:
         self.settings = settings
         self.api_url = api_url
+        self.kafka_bootstrap = kafka_bootstrap
         self.functions: dict[str, Deployed] = {}
         self._store: Store | None = None
         self._lifeline_r = self._lifeline_w = -1
@@ -122,6 +124,7 @@ class LocalPlatform:
 
     async def deploy(self, spec: FunctionSpec) -> FunctionStatus:
         spec = with_default_trigger(spec)
+        self._kafka_settings(spec)  # refuse now what the workers could not start with
         existing = self.functions.get(spec.name)
         record = self.store.get(spec.name)
         generation = max(existing.generation if existing else 0,
@@ -216,6 +219,19 @@ class LocalPlatform:
                 raise DeployError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             return listen(host, None)  # the remembered port is taken now: take another
 
+    def _kafka_settings(self, spec: FunctionSpec) -> list[dict[str, Any]]:
+        from sluice.triggers.kafka.settings import KafkaSettings
+
+        out = []
+        for name, trigger in spec.kafka_triggers.items():
+            try:
+                settings = KafkaSettings.from_trigger(
+                    spec.name, name, trigger.model_dump(mode="json"), self.kafka_bootstrap)
+            except ValueError as exc:
+                raise SpecError(str(exc)) from None
+            out.append(asdict(settings))
+        return out
+
     def _worker_configs(
         self, spec: FunctionSpec, generation: int, source_dir: Path | None,
         sock: socket.socket | None,
@@ -224,6 +240,7 @@ class LocalPlatform:
         metrics_dir = self.settings.metrics_dir / spec.name
         metrics_dir.mkdir(parents=True, exist_ok=True)
         count = max(1, spec.replicas.min) * spec.workers
+        kafka = self._kafka_settings(spec)
         configs = []
         for worker_id in range(count):
             configs.append(WorkerConfig(
@@ -247,6 +264,7 @@ class LocalPlatform:
                 if trigger and trigger.batching else 0.01,
                 platform_url=self.api_url,
                 metrics_dir=str(metrics_dir),
+                kafka=kafka,
             ))
         return configs
 
@@ -325,7 +343,24 @@ class LocalPlatform:
 
     # -- the rest of the Platform interface --------------------------------------------------
     async def get(self, name: str) -> FunctionStatus:
-        return self._status(self._find(name))
+        fn = self._find(name)
+        status = self._status(fn)
+        if fn.spec.kafka_triggers:
+            status = replace(status, lag=await self._lag(fn.spec))
+        return status
+
+    async def _lag(self, spec: FunctionSpec) -> dict[str, int]:
+        from .lag import consumer_lag
+
+        lag: dict[str, int] = {}
+        for settings in self._kafka_settings(spec):
+            try:
+                lag.update(await asyncio.wait_for(asyncio.to_thread(consumer_lag, settings), 10))
+            except Exception as exc:  # the broker may be down: the status still answers
+                lag[f"{','.join(settings['topics'])}"] = -1
+                self.functions[spec.name].log.event(
+                    "warn", f"cannot read consumer lag: {type(exc).__name__}: {exc}")
+        return lag
 
     async def list(self) -> list[FunctionStatus]:
         statuses = [self._status(fn) for _, fn in sorted(self.functions.items())]
@@ -392,7 +427,6 @@ class LocalPlatform:
             raise PlatformError(f"function {name!r} did not answer: {exc}") from exc
         return InvokeResponse(response.status_code, dict(response.headers), response.content)
 
-    async def logs(self, name: str, tail: int = 100, follow: bool = False) -> AsyncIterator[bytes]:
-        fn = self._find(name)
-        async for line in fn.log.read(tail, follow):
-            yield line
+    def logs(self, name: str, tail: int = 100, follow: bool = False) -> AsyncIterator[bytes]:
+        """The function's log lines; raises NotFoundError at once for an unknown name."""
+        return self._find(name).log.read(tail, follow)

@@ -38,6 +38,8 @@ class WorkerConfig:
     parent_fd: int | None = None
     platform_url: str | None = None
     metrics_dir: str | None = None
+    # one sluice.triggers.kafka.settings.KafkaSettings (as a dict) per Kafka trigger
+    kafka: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -77,7 +77,6 @@ def _listening_socket(config: WorkerConfig) -> socket.socket:
 async def serve(config: WorkerConfig) -> int:
     from sluice.errors import HandlerError
     from sluice.handler import load_handler, run_init_context
-    from sluice.triggers.http import HttpLimits, HttpServer
 
     from .context import make_context
     from .runner import Runner
@@ -98,40 +97,21 @@ async def serve(config: WorkerConfig) -> int:
         _control(config, event="failed", error=str(exc))
         return EXIT_STARTUP_FAILED
 
-    metrics = metrics_page = None
-    if config.metrics_dir:
-        from .metrics import WorkerMetrics
-
-        worker_metrics = WorkerMetrics(config.function, config.http_trigger or "http")
-        metrics, metrics_page = worker_metrics.requests, worker_metrics.page
-
-    server = HttpServer(
-        Runner(loaded, context, config.timeout, log),
-        HttpLimits(
-            max_request_body_size=config.max_request_body_size,
-            max_inflight=config.max_inflight,
-            max_connections=config.max_connections,
-            batch_size=config.batch_size,
-            batch_timeout=config.batch_timeout,
-        ),
-        trigger_name=config.http_trigger or "http",
-        metrics=metrics,
-        metrics_page=metrics_page,
-        log=log,
-    )
-    try:
-        sock = _listening_socket(config)
-    except OSError as exc:
-        _control(config, event="failed", error=f"cannot listen on port {config.port}: {exc}")
-        return EXIT_STARTUP_FAILED
-    await server.start(sock)
+    runner = Runner(loaded, context, config.timeout, log)
+    server = None
+    if config.http_trigger is not None:
+        server = await _start_http(config, runner, log)
+        if server is None:
+            return EXIT_STARTUP_FAILED
+    kafka_loops = _kafka_loops(config, runner, log, context)
+    kafka_tasks = [asyncio.create_task(k.run()) for k in kafka_loops]
     if loaded.is_async:
         # asyncio.wait_for answers 504 for slow coroutines; this catches one that blocks the loop
         heartbeat = LoopHeartbeat(loop, max(0.05, min(1.0, config.timeout / 4)))
         start_watchdog(heartbeat, config.timeout + heartbeat.period, config.function,
                        config.worker_id)
     else:
-        start_watchdog(server, config.timeout, config.function, config.worker_id)
+        start_watchdog(runner, config.timeout, config.function, config.worker_id)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,15 +131,66 @@ async def serve(config: WorkerConfig) -> int:
         loop.add_reader(parent_fd, parent_gone)
 
     _control(config, event="ready", pid=os.getpid(), worker=config.worker_id)
-    if config.control_fd is None:
-        print(f"serving {config.handler} on http://{config.host}:{sock.getsockname()[1]}",
-              file=sys.stderr, flush=True)
     await stop.wait()
 
     _callback(context, "drain", log)
-    await server.drain(config.drain_timeout)
+    for kafka_loop in kafka_loops:
+        kafka_loop.stop()
+    if server is not None:
+        await server.drain(config.drain_timeout)
+    if kafka_tasks:  # each finishes its batch, commits and leaves the group
+        await asyncio.wait(kafka_tasks, timeout=config.drain_timeout)
     _callback(context, "termination", log)
     return EXIT_OK
+
+
+async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
+    from sluice.triggers.http import HttpLimits, HttpServer
+
+    metrics = metrics_page = None
+    if config.metrics_dir:
+        from .metrics import WorkerMetrics
+
+        worker_metrics = WorkerMetrics(config.function, config.http_trigger or "http")
+        metrics, metrics_page = worker_metrics.requests, worker_metrics.page
+    server = HttpServer(
+        runner,
+        HttpLimits(
+            max_request_body_size=config.max_request_body_size,
+            max_inflight=config.max_inflight,
+            max_connections=config.max_connections,
+            batch_size=config.batch_size,
+            batch_timeout=config.batch_timeout,
+        ),
+        trigger_name=config.http_trigger or "http",
+        metrics=metrics,
+        metrics_page=metrics_page,
+        log=log,
+    )
+    try:
+        sock = _listening_socket(config)
+    except OSError as exc:
+        _control(config, event="failed", error=f"cannot listen on port {config.port}: {exc}")
+        return None
+    await server.start(sock)
+    if config.control_fd is None:
+        print(f"serving {config.handler} on http://{config.host}:{sock.getsockname()[1]}",
+              file=sys.stderr, flush=True)
+    return server
+
+
+def _kafka_loops(config: WorkerConfig, runner: Any, log: Any, context: Any) -> list[Any]:
+    if not config.kafka:
+        return []
+    from sluice.triggers.kafka.consumer import KafkaMetrics, KafkaTriggerLoop
+    from sluice.triggers.kafka.settings import KafkaSettings
+
+    loops = []
+    for data in config.kafka:
+        settings = KafkaSettings(**data)
+        metrics = KafkaMetrics(config.function, settings.trigger) if config.metrics_dir else None
+        loops.append(KafkaTriggerLoop(settings, runner, log, metrics, context.platform))
+    return loops
 
 
 def _callback(context: Any, kind: str, log: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,14 +25,22 @@ class Runner:
         self.context = context
         self.timeout = timeout
         self.log = log
+        # read by the watchdog thread: when the running sync call started (0: idle), and the
+        # socket of the request it serves (-1: none, e.g. a Kafka message)
+        self.busy_since = 0.0
+        self.busy_fd = -1
 
     def run(self, event: Event) -> Reply:
+        self.busy_since = time.monotonic()
         try:
             output = self.function(self.context, event)
         except ExceptionWithResponse as exc:
             return exception_reply(exc)
         except (Exception, SystemExit) as exc:
             return self._failed(exc, event)
+        finally:
+            self.busy_since = 0.0
+            self.busy_fd = -1
         return self._convert(output)
 
     async def run_async(self, event: Event) -> Reply:
@@ -46,12 +55,16 @@ class Runner:
         return self._convert(output)
 
     def run_batch(self, events: Sequence[Event]) -> list[Reply]:
+        self.busy_since = time.monotonic()
         try:
             output = self.function(self.context, list(events))
         except ExceptionWithResponse as exc:
             return [exception_reply(exc)]
         except (Exception, SystemExit) as exc:
             return [self._failed(exc, events[0])]
+        finally:
+            self.busy_since = 0.0
+            self.busy_fd = -1
         return self._convert_batch(output)
 
     async def run_batch_async(self, events: Sequence[Event]) -> list[Reply]:

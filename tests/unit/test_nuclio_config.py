@@ -110,3 +110,38 @@ def test_round_trip_through_nuclio_keeps_the_spec():
     assert rendered["spec"]["eventTimeout"] == "12.5s"
     back = parse_spec(from_nuclio(yaml.safe_load(yaml.safe_dump(rendered))))
     assert back == original
+
+
+def test_kafka_cluster_trigger_with_nuclio_attribute_names():
+    config = nuclio_function(triggers={"events": {
+        "kind": "kafka-cluster", "numWorkers": 2, "explicitAckMode": "enable",
+        "attributes": {
+            "brokers": "127.0.0.1:9092", "topics": ["events"], "consumerGroup": "scorers",
+            "initialOffset": "Latest", "sessionTimeout": "6s", "heartbeatInterval": "1s",
+            "rebalanceTimeout": "10s", "workerAllocationMode": "pool", "ackWindowSize": 10,
+            "sasl": {"enable": True, "user": "u", "password": "p", "mechanism": "PLAIN"},
+            "output": "scores", "retries": 5,  # sluice's own names beside Nuclio's
+        }}})
+    spec = parse_spec(from_nuclio(config))
+    kafka = spec.kafka_triggers["events"]
+    assert kafka.bootstrap_servers == ["127.0.0.1:9092"] and kafka.topics == ["events"]
+    assert kafka.group == "scorers" and kafka.initial_offset == "latest"
+    assert (kafka.session_timeout_ms, kafka.heartbeat_interval_ms,
+            kafka.max_poll_interval_ms) == (6000, 1000, 10000)
+    assert kafka.security["sasl_plain_username"] == "u"
+    assert kafka.security["security_protocol"] == "SASL_PLAINTEXT"
+    assert kafka.explicit_ack and kafka.output == "scores" and kafka.retries == 5
+    assert spec.workers == 2
+
+
+def test_kafka_trigger_round_trips_through_nuclio():
+    original = parse_spec({"name": "k", "triggers": {"t": {
+        "kind": "kafka", "topics": ["a", "b"], "group": "g", "output": "out",
+        "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "batch": True,
+        "max_batch_size": 50, "dead_letter": "dlq"}}})
+    rendered = to_nuclio(original.model_dump(mode="json", exclude_none=True))
+    trigger = rendered["spec"]["triggers"]["t"]
+    assert trigger["kind"] == "kafka-cluster"
+    assert trigger["attributes"]["consumerGroup"] == "g"
+    assert trigger["attributes"]["sessionTimeout"] == "6000ms"
+    assert parse_spec(from_nuclio(yaml.safe_load(yaml.safe_dump(rendered)))) == original

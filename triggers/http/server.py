@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,9 +88,6 @@ class HttpServer:
         self.connections: set[HttpConnection] = set()
         self.inflight = 0
         self.draining = False
-        # read by the watchdog thread: when the running sync handler started, and its socket
-        self.busy_since = 0.0
-        self.busy_fd = -1
         self._server: asyncio.AbstractServer | None = None
         self._batch: list[tuple[HttpConnection, Request, Event]] = []
         self._batch_timer: asyncio.TimerHandle | None = None
@@ -133,10 +129,8 @@ class HttpServer:
         self.inflight += 1
         if self.metrics:
             self.metrics.inflight.inc()
-        self.busy_fd = conn.fd
-        self.busy_since = time.monotonic()
+        runner.busy_fd = conn.fd
         reply = runner.run(event)
-        self.busy_since = 0.0
         self.inflight -= 1
         if self.metrics:
             self.metrics.inflight.dec()
@@ -202,10 +196,8 @@ class HttpServer:
         if self.runner.is_async:
             self.loop.create_task(self._run_batch_async(batch, events))
             return
-        self.busy_fd = batch[0][0].fd
-        self.busy_since = time.monotonic()
+        self.runner.busy_fd = batch[0][0].fd
         replies = self.runner.run_batch(events)
-        self.busy_since = 0.0
         self._deliver_batch(batch, replies)
 
     async def _run_batch_async(

@@ -1,0 +1,203 @@
+"""The Kafka trigger against a real broker (the embedded Tansu), through the platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import TopicPartition
+
+from sluice.platform.broker import EmbeddedBroker
+from tests.conftest import HANDLERS, Daemon, free_port
+
+pytestmark = pytest.mark.slow
+
+K = HANDLERS / "kafka_handlers.py"
+FAST_GROUP = "session_timeout_ms=6000,heartbeat_interval_ms=1000,max_poll_interval_ms=10000"
+
+
+def broker_of(daemon: Daemon) -> str:
+    return str(httpx.get(daemon.api + "/api/info").json()["broker"])
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, messages: list[tuple[str | None, Any]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for key, value in messages:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        producer.send(topic, value=raw, key=key.encode() if key is not None else None)
+    producer.flush()
+    producer.close()
+
+
+def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 60.0) -> list[Any]:
+    """Every record of the topic, waiting until at least ``expect`` arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout
+    try:
+        while not consumer.partitions_for_topic(topic):
+            assert time.monotonic() < deadline, f"topic {topic} never appeared"
+            time.sleep(0.2)
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        records: list[Any] = []
+        while len(records) < expect and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+def deploy_kafka(daemon: Daemon, name: str, handler: str, options: str, *extra: str) -> dict:
+    return daemon.deploy(K, name, "--handler", handler, "--trigger",
+                         f"kafka:{options},content_type=application/json,{FAST_GROUP}", *extra)
+
+
+def test_round_trip_keeps_partition_order_and_input_keys(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "events", 4)
+    deploy_kafka(daemon, "scorer", "score", "topic=events,group=scorers,output=scores")
+    messages = [(f"card-{i % 8}", {"seq": i}) for i in range(400)]
+    produce(bootstrap, "events", messages)
+    out = read_all(bootstrap, "scores", 400)
+    results = [json.loads(r.value) for r in out]
+    assert sorted(r["seq"] for r in results) == list(range(400))
+    assert all(r.key.decode() == json.loads(r.value)["key"] for r in out)  # keyed by input key
+    first = results[0]
+    assert first["topic"] == first["path"] == "events" and first["trigger"] == "kafka-cluster"
+    by_key: dict[str, list[int]] = {}
+    for r in results:
+        by_key.setdefault(r["key"], []).append(r["seq"])
+    assert all(seqs == sorted(seqs) for seqs in by_key.values())  # order within a partition
+    status = daemon.cli("get", "scorer").stdout
+    assert "lag:       events/0" in status
+
+
+def test_batch_handler_gets_lists(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "batched", 1)
+    produce(bootstrap, "batched", [(str(i), {"seq": i}) for i in range(200)])
+    deploy_kafka(daemon, "batcher", "score_batch",
+                 "topic=batched,output=batched-out,batch=true,max_batch_size=50")
+    results = [json.loads(r.value) for r in read_all(bootstrap, "batched-out", 200)]
+    assert sorted(r["seq"] for r in results) == list(range(200))
+    assert max(r["batch"] for r in results) > 1
+
+
+def test_handler_may_set_the_output_key(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "in-rekey", 1)
+    deploy_kafka(daemon, "rekeyer", "rekey", "topic=in-rekey,output=out-rekey")
+    produce(bootstrap, "in-rekey", [("orig", {"seq": 1})])
+    out = read_all(bootstrap, "out-rekey", 1)
+    assert out[0].key == b"fixed"
+
+
+def test_failures_retry_then_dead_letter_without_stalling(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "risky", 1)
+    deploy_kafka(daemon, "risky", "score",
+                 "topic=risky,output=risky-out,dead_letter=risky-dlq,retries=2,"
+                 "retry_backoff_ms=10")
+    messages: list[tuple[str | None, Any]] = [(str(i), {"seq": i}) for i in range(10)]
+    messages[3] = ("3", {"seq": 3, "poison": True})
+    messages.append(("bad", b"{not json"))
+    produce(bootstrap, "risky", messages)
+    dead = read_all(bootstrap, "risky-dlq", 2)
+    headers = [dict(r.headers) for r in dead]
+    poison = next(h for h, r in zip(headers, dead, strict=True) if r.key == b"3")
+    assert b"cannot score message 3" in poison["x-sluice-error"]
+    assert poison["x-sluice-attempts"] == b"3"  # first try + 2 retries
+    assert poison["x-sluice-source"] == b"risky/0/3"
+    bad = next(h for h, r in zip(headers, dead, strict=True) if r.key == b"bad")
+    assert b"not valid JSON" in bad["x-sluice-error"]
+    passed = [json.loads(r.value)["seq"] for r in read_all(bootstrap, "risky-out", 9)]
+    assert sorted(passed) == [0, 1, 2, 4, 5, 6, 7, 8, 9]  # the poison did not stall the rest
+
+
+def test_two_workers_share_four_partitions(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "shared", 4)
+    deploy_kafka(daemon, "sharers", "score", "topic=shared,output=shared-out", "--workers", "2")
+    time.sleep(4)  # both workers joined the group
+    produce(bootstrap, "shared", [(f"k{i}", {"seq": i}) for i in range(400)])
+    results = [json.loads(r.value) for r in read_all(bootstrap, "shared-out", 400)]
+    assert sorted(r["seq"] for r in results) == list(range(400))
+    partitions_by_pid: dict[int, set[int]] = {}
+    for r in results:
+        partitions_by_pid.setdefault(r["pid"], set()).add(r["partition"])
+    assert len(partitions_by_pid) == 2, partitions_by_pid
+    first, second = partitions_by_pid.values()
+    assert not first & second  # a partition belongs to one worker
+
+
+def test_kill_9_mid_run_loses_nothing(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "stream", 4)
+    deploy_kafka(daemon, "survivor", "score", "topic=stream,output=stream-out,max_batch_size=200")
+    total = 20_000
+    produce(bootstrap, "stream", [(f"key-{i}", {"seq": i}) for i in range(total)])
+    # kill the worker once it is part way through
+    deadline = time.monotonic() + 60
+    while True:
+        out = read_all(bootstrap, "stream-out", 1, timeout=10)
+        if out:
+            pid = json.loads(out[0].value)["pid"]
+            break
+        assert time.monotonic() < deadline
+    os.kill(pid, signal.SIGKILL)
+    results = read_all(bootstrap, "stream-out", total, timeout=120)
+    seqs = Counter(json.loads(r.value)["seq"] for r in results)
+    missing = set(range(total)) - set(seqs)
+    assert not missing, f"{len(missing)} lost"
+    duplicates = sum(c - 1 for c in seqs.values())
+    print(f"kill -9 mid-run: 0 lost, {duplicates} duplicate(s) out of {total}")
+    status = httpx.get(f"{daemon.api}/api/functions/survivor").json()["status"]
+    assert status["restarts"] >= 1
+
+
+def test_processing_resumes_after_broker_restart_without_worker_restart(tmp_path):
+    port = free_port()
+    broker = EmbeddedBroker(port=port).start()
+    daemon = Daemon(home=tmp_path / "home", port=free_port())
+    os.environ["SLUICE_KAFKA_BOOTSTRAP"] = broker.bootstrap
+    try:
+        daemon.start()
+    finally:
+        del os.environ["SLUICE_KAFKA_BOOTSTRAP"]
+    try:
+        create_topic(broker.bootstrap, "flaky", 1)
+        deploy_kafka(daemon, "resilient", "score", "topic=flaky,output=flaky-out")
+        produce(broker.bootstrap, "flaky", [("a", {"seq": 1})])
+        assert len(read_all(broker.bootstrap, "flaky-out", 1)) == 1
+        broker.stop()
+        time.sleep(2)
+        broker = EmbeddedBroker(port=port).start()  # in memory: topics are gone
+        create_topic(broker.bootstrap, "flaky", 1)
+        create_topic(broker.bootstrap, "flaky-out", 1)
+        produce(broker.bootstrap, "flaky", [("b", {"seq": 2})])
+        out = read_all(broker.bootstrap, "flaky-out", 1, timeout=90)
+        assert [json.loads(r.value)["seq"] for r in out] == [2], daemon.cli("logs", "resilient",
+                                                                            "--tail", "30").stdout
+        status = httpx.get(f"{daemon.api}/api/functions/resilient").json()["status"]
+        assert status["restarts"] == 0
+    finally:
+        daemon.stop()
+        broker.stop()
