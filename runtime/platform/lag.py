@@ -14,7 +14,7 @@ def consumer_lag(settings: dict[str, Any]) -> dict[str, int]:
 
     consumer = KafkaConsumer(
         bootstrap_servers=settings["bootstrap_servers"], group_id=settings["group"],
-        enable_auto_commit=False, request_timeout_ms=5000,
+        enable_auto_commit=False, request_timeout_ms=2500,
         **settings.get("security", {}))
     try:
         partitions = [TopicPartition(topic, p) for topic in settings["topics"]

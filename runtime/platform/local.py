@@ -305,6 +305,8 @@ class LocalPlatform:
         if len(workers.ready) < len(workers.configs):
             self._move(fn, FunctionState.DEGRADED,
                        f"{len(workers.configs) - len(workers.ready)} worker(s) restarting")
+        elif workers.unhealthy:
+            self._move(fn, FunctionState.DEGRADED, next(iter(workers.unhealthy.values())))
         else:
             self._move(fn, FunctionState.READY, "")
 
@@ -353,9 +355,14 @@ class LocalPlatform:
         from .lag import consumer_lag
 
         lag: dict[str, int] = {}
+        workers = self.functions[spec.name].workers
+        broker_down = workers is not None and bool(workers.unhealthy)
         for settings in self._kafka_settings(spec):
+            if broker_down:  # known unreachable: answer at once rather than wait for a timeout
+                lag[",".join(settings["topics"])] = -1
+                continue
             try:
-                lag.update(await asyncio.wait_for(asyncio.to_thread(consumer_lag, settings), 10))
+                lag.update(await asyncio.wait_for(asyncio.to_thread(consumer_lag, settings), 3))
             except Exception as exc:  # the broker may be down: the status still answers
                 lag[f"{','.join(settings['topics'])}"] = -1
                 self.functions[spec.name].log.event(

@@ -60,10 +60,12 @@ def listen(host: str, port: int | None) -> socket.socket:
 class WorkerProcess:
     """One worker process and its pipes."""
 
-    def __init__(self, config: WorkerConfig, config_path: Path, log: FunctionLog) -> None:
+    def __init__(self, config: WorkerConfig, config_path: Path, log: FunctionLog,
+                 on_health: Callable[[int, bool, str], None] | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.log = log
+        self.on_health = on_health
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.stopping = False
@@ -126,6 +128,9 @@ class WorkerProcess:
                     self._ready.set_result(None)
                 elif message.get("event") == "failed" and not self._ready.done():
                     self._ready.set_exception(DeployError(str(message.get("error"))))
+                elif message.get("event") == "health" and self.on_health is not None:
+                    self.on_health(self.worker_id, bool(message.get("ok")),
+                                   str(message.get("reason", "")))
         finally:
             transport.close()
 
@@ -200,15 +205,25 @@ class WorkerSet:
         self.on_restart = on_restart
         self.workers: dict[int, WorkerProcess] = {}
         self.ready: set[int] = set()
+        self.unhealthy: dict[int, str] = {}  # worker -> why (e.g. its Kafka broker is down)
         self.restarts = 0
         self.stopping = False
         self._keepers: list[asyncio.Task[None]] = []
 
     def _new(self, config: WorkerConfig) -> WorkerProcess:
         path = self.state_dir / f"worker-{config.generation}-{config.worker_id}.json"
-        worker = WorkerProcess(config, path, self.log)
+        worker = WorkerProcess(config, path, self.log, self._health)
         self.workers[config.worker_id] = worker
         return worker
+
+    def _health(self, worker_id: int, ok: bool, reason: str) -> None:
+        if ok:
+            self.unhealthy.pop(worker_id, None)
+        else:
+            self.unhealthy[worker_id] = reason
+        self.log.event("info" if ok else "warn", f"worker {worker_id}: {reason}",
+                       worker=worker_id)
+        self.on_change()
 
     async def start(self, timeout: float = READY_TIMEOUT) -> None:
         """Start every worker and wait until all are ready; on failure stop them and raise."""
@@ -232,6 +247,7 @@ class WorkerSet:
             if self.stopping or worker.stopping:
                 return
             self.ready.discard(config.worker_id)
+            self.unhealthy.pop(config.worker_id, None)
             self.on_change()
             lived = time.monotonic() - worker.started_at
             if code == EXIT_RECYCLED:

@@ -103,7 +103,8 @@ async def serve(config: WorkerConfig) -> int:
         server = await _start_http(config, runner, log)
         if server is None:
             return EXIT_STARTUP_FAILED
-    kafka_loops = _kafka_loops(config, runner, log, context)
+    kafka_loops = _kafka_loops(config, runner, log, context,
+                               lambda ok, why: _control(config, event="health", ok=ok, reason=why))
     kafka_tasks = [asyncio.create_task(k.run()) for k in kafka_loops]
     if loaded.is_async:
         # asyncio.wait_for answers 504 for slow coroutines; this catches one that blocks the loop
@@ -179,7 +180,8 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
     return server
 
 
-def _kafka_loops(config: WorkerConfig, runner: Any, log: Any, context: Any) -> list[Any]:
+def _kafka_loops(config: WorkerConfig, runner: Any, log: Any, context: Any,
+                 on_health: Any) -> list[Any]:
     if not config.kafka:
         return []
     from sluice.triggers.kafka.consumer import KafkaMetrics, KafkaTriggerLoop
@@ -189,7 +191,8 @@ def _kafka_loops(config: WorkerConfig, runner: Any, log: Any, context: Any) -> l
     for data in config.kafka:
         settings = KafkaSettings(**data)
         metrics = KafkaMetrics(config.function, settings.trigger) if config.metrics_dir else None
-        loops.append(KafkaTriggerLoop(settings, runner, log, metrics, context.platform))
+        loops.append(KafkaTriggerLoop(settings, runner, log, metrics, context.platform,
+                                      on_health))
     return loops
 
 

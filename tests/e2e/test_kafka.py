@@ -188,7 +188,15 @@ def test_processing_resumes_after_broker_restart_without_worker_restart(tmp_path
         produce(broker.bootstrap, "flaky", [("a", {"seq": 1})])
         assert len(read_all(broker.bootstrap, "flaky-out", 1)) == 1
         broker.stop()
-        time.sleep(2)
+        deadline = time.monotonic() + 30
+        while True:  # the platform notices: the function is degraded, its worker still up
+            status = httpx.get(f"{daemon.api}/api/functions/resilient",
+                               timeout=30).json()["status"]
+            if status["state"] == "degraded":
+                assert "kafka broker unreachable" in status["message"]
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
         broker = EmbeddedBroker(port=port).start()  # in memory: topics are gone
         create_topic(broker.bootstrap, "flaky", 1)
         create_topic(broker.bootstrap, "flaky-out", 1)
@@ -198,6 +206,7 @@ def test_processing_resumes_after_broker_restart_without_worker_restart(tmp_path
                                                                             "--tail", "30").stdout
         status = httpx.get(f"{daemon.api}/api/functions/resilient").json()["status"]
         assert status["restarts"] == 0
+        assert status["state"] == "ready"
     finally:
         daemon.stop()
         broker.stop()

@@ -74,8 +74,12 @@ class KafkaTriggerLoop:
     """Runs until :meth:`stop`; never raises for a handler's or a broker's failure."""
 
     def __init__(self, settings: KafkaSettings, runner: EventRunner, log: LogFn,
-                 metrics: KafkaMetrics | None = None, platform: Any = None) -> None:
+                 metrics: KafkaMetrics | None = None, platform: Any = None,
+                 on_health: Callable[[bool, str], None] | None = None) -> None:
         self.settings = settings
+        self.on_health = on_health
+        self._healthy = True
+        self._checked = 0.0
         self.runner = runner
         self.log = log
         self.metrics = metrics
@@ -118,6 +122,7 @@ class KafkaTriggerLoop:
                     self.log("warn", f"kafka poll failed ({type(exc).__name__}: {exc})")
                     await asyncio.sleep(0.5)
                     continue
+                await self._check_health()
                 if records:
                     try:
                         await self._handle(records)
@@ -133,6 +138,29 @@ class KafkaTriggerLoop:
         finally:
             await self._io(self._close)
             self._thread.shutdown(wait=False)
+
+    async def _check_health(self) -> None:
+        """Tell the platform when the broker becomes unreachable, and when it is back."""
+        now = time.monotonic()
+        if self.on_health is None or now - self._checked < 2.0:
+            return
+        self._checked = now
+        try:
+            healthy = await self._io(self._broker_reachable)
+        except Exception as exc:
+            self.log("warn", f"cannot check the broker connection: {type(exc).__name__}: {exc}")
+            return
+        if healthy != self._healthy:
+            self._healthy = healthy
+            state = "reachable again" if healthy else "unreachable"
+            self.on_health(healthy, f"kafka broker {state} "
+                           f"({', '.join(self.settings.bootstrap_servers)})")
+
+    def _broker_reachable(self) -> bool:
+        client = self._consumer._client  # kafka-python keeps its connections here
+        brokers = client.cluster.brokers()
+        return any(client.connected(getattr(b, "node_id", getattr(b, "nodeId", None)))
+                   for b in brokers)
 
     def _connect(self) -> None:
         from kafka import KafkaConsumer, KafkaProducer
