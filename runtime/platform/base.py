@@ -32,6 +32,7 @@ class FunctionStatus:
     updated: float = 0.0
     spec: dict[str, Any] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> messages behind
+    pids: list[int] = field(default_factory=list)  # the worker processes now
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

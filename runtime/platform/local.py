@@ -335,6 +335,9 @@ class LocalPlatform:
             created=fn.created,
             updated=fn.updated,
             spec=spec.model_dump(mode="json", exclude_none=True),
+            pids=sorted(w.process.pid for w in workers.workers.values()
+                        if w.process is not None and w.process.returncode is None)
+            if workers else [],
         )
 
     def _find(self, name: str) -> Deployed:
