@@ -1,27 +1,37 @@
-"""HTTP trigger overhead: sluice's echo function against two baselines in the same run.
+"""HTTP trigger overhead: sluice's echo function against two baselines measured in the same run.
 
-One server at a time is pinned to core 0 and loaded by wrk pinned to core 1 (32 connections,
-a POST with a JSON body of 16 floats). The servers are interleaved over rounds and medians are
-reported, because this machine is shared and noisy: only ratios measured side by side mean much.
+What it measures: requests/s and p99 latency of a JSON echo (parse the POSTed body, re-serialise
+it, answer application/json) served by
 
-- floor: a bare ASGI callable on uvicorn (httptools, uvloop) that parses and re-serialises the
-  JSON with orjson;
-- starlette: a minimal Starlette app doing the same;
-- sluice: examples/echo.py deployed through the real platform (`sluice up` + `sluice deploy`),
-  one worker process, metrics on.
+- floor: a bare ASGI callable (no framework) on uvicorn with httptools and uvloop, using orjson
+  when installed - the least any Python ASGI server on this machine can do per request;
+- starlette: a minimal Starlette app doing the same on the same server, for scale;
+- sluice: examples/echo.py (returns ``event.body``: sluice decodes the JSON and re-encodes it),
+  deployed through the platform daemon (``sluice up`` + ``sluice deploy``, one worker, metrics
+  on), or run stand-alone with ``--standalone`` (``python -m sluice.worker``).
 
-Targets (issue 2): sluice >= 0.6x the floor's requests/s, and p99 <= 1.5x the floor's.
+Each server in turn is pinned to core 0 and loaded by wrk pinned to core 1 (one thread, 32
+connections, a POST with a JSON body of 16 floats): answer check, ~1 s warm-up, measure, stop.
 
-    python bench/http_overhead.py [--rounds 3] [--duration 5] [--record]
+Why the baselines run in the same run: this machine is shared and noisy, so absolute numbers
+drift from minute to minute; only ratios taken side by side mean much. The three servers are
+interleaved over rounds (the order rotating each round) and medians are reported.
+
+Targets (the issue): sluice >= 0.6x the floor's requests/s, and p99 <= 1.5x the floor's.
+
+    python bench/http_overhead.py [--rounds 3] [--duration 5] [--standalone] [--record]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -32,172 +42,316 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
-BODY = json.dumps([round(0.1 * i, 1) for i in range(1, 17)])
-SERVER_CORE, LOAD_CORE = "0", "1"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+ECHO = ROOT / "examples" / "echo.py"
+HOST = "127.0.0.1"
+SERVER_CORE, LOAD_CORE = 0, 1
+CONNECTIONS = 32
+BODY = json.dumps([round(0.1 * i, 1) for i in range(1, 17)])  # 16 floats
+JSON_CODEC = "orjson" if importlib.util.find_spec("orjson") else "json (stdlib)"
+MIN_RPS_RATIO, MAX_P99_RATIO = 0.6, 1.5
+
+Process = subprocess.Popen[bytes]
+# A starter launches a server answering the echo on HOST:port, using scratch for any files;
+# it returns the process to stop and the pid of the process that serves (to pin to the core).
+Starter = Callable[[int, Path], tuple[Process, int]]
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    start: Starter
+
+
+@dataclass(frozen=True)
+class Sample:
+    rps: float
+    p99_ms: float
+
+
+# --- processes -----------------------------------------------------------------------------
 
 
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
-def wait_ok(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            request = urllib.request.Request(url, data=BODY.encode(),
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer")
+def spawn(argv: list[str], env: dict[str, str] | None = None) -> Process:
+    """Starts a server in its own session, so that Ctrl-C reaches only us and we stop it."""
+    return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
+def stop(process: Process, pid: int) -> None:
+    """SIGTERM (the servers drain), SIGKILL after 30 s; then make sure ``pid`` is gone too."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
     try:
         process.wait(30)
     except subprocess.TimeoutExpired:
-        process.kill()
+        pass
+    finally:  # too slow, or a second Ctrl-C while waiting: do not leave it running
+        if process.poll() is None:
+            process.kill()
         process.wait()
+    if pid != process.pid:  # a worker of the daemon: it leaves with its parent, or we end it
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
-class Server:
-    """Starts one contender pinned to the server core; ``url`` answers the echo."""
-
-    def __init__(self, name: str, start: Callable[[], tuple[list[subprocess.Popen[bytes]], str]]):
-        self.name = name
-        self._start = start
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.url = ""
-
-    def __enter__(self) -> Server:
-        self.processes, self.url = self._start()
-        wait_ok(self.url)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for process in reversed(self.processes):
-            stop(process)
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def uvicorn_server(module: str) -> Callable[[], tuple[list[subprocess.Popen[bytes]], str]]:
-    def start() -> tuple[list[subprocess.Popen[bytes]], str]:
-        port = free_port()
-        process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "uvicorn", "--app-dir",
-             str(APPS), f"{module}:app", "--port", str(port), "--http", "httptools", "--loop",
-             "uvloop", "--log-level", "warning", "--no-access-log"])
-        return [process], f"http://127.0.0.1:{port}/"
-    return start
+def pin(pid: int, core: int) -> None:
+    """Pins every thread of ``pid`` to ``core`` (threads started later inherit it)."""
+    subprocess.run(["taskset", "-apc", str(core), str(pid)], check=True, capture_output=True)
 
 
-def sluice_server(home: Path) -> Callable[[], tuple[list[subprocess.Popen[bytes]], str]]:
-    def start() -> tuple[list[subprocess.Popen[bytes]], str]:
-        port = free_port()
-        env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_API_PORT": str(port)}
-        shutil.rmtree(home, ignore_errors=True)
-        cli = [sys.executable, "-m", "sluice.cli"]
-        daemon = subprocess.Popen(["taskset", "-c", LOAD_CORE, *cli, "up", "--no-broker"],
-                                  env=env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        out = subprocess.run(cli + ["deploy", str(ROOT / "examples/echo.py"), "--name", "echo",
-                                    "-o", "json"], env=env, check=True, capture_output=True)
-        status = json.loads(out.stdout)["status"]
-        for pid in status["pids"]:  # the worker, not the daemon, serves the load
-            subprocess.run(["taskset", "-apc", SERVER_CORE, str(pid)], check=True,
-                           capture_output=True)
-        return [daemon], status["endpoint"] + "/"
-    return start
+def wait_answers(url: str, timeout: float = 30.0) -> None:
+    """Polls until the server echoes the benchmark's body back (so a broken echo fails early)."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(url, data=BODY.encode(),
+                                     headers={"Content-Type": "application/json"})
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                answer = json.loads(response.read())
+            if answer != json.loads(BODY):
+                raise RuntimeError(f"{url} answered {answer!r}, not the echo of {BODY}")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
+            time.sleep(0.05)
 
 
-def run_wrk(url: str, duration: int, script: Path) -> tuple[float, float]:
+# --- the contenders -------------------------------------------------------------------------
+
+
+def start_uvicorn(module: str, port: int, scratch: Path) -> tuple[Process, int]:
+    process = spawn(["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "uvicorn",
+                     "--app-dir", str(APPS), f"{module}:app", "--host", HOST, "--port", str(port),
+                     "--http", "httptools", "--loop", "uvloop", "--log-level", "warning",
+                     "--no-access-log"])
+    return process, process.pid
+
+
+def start_sluice(port: int, scratch: Path, *, standalone: bool = False) -> tuple[Process, int]:
+    """Starts sluice serving examples/echo.py on ``port``: (process to stop, pid to pin).
+
+    By default through the platform: a fresh daemon (its API on another free port, state in
+    ``scratch``) that deploys the function with one worker; the daemon sits on the load core and
+    the worker is what gets pinned to the server core. ``standalone`` runs the worker alone.
+    """
+    if standalone:
+        process = spawn(["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "sluice.worker",
+                         "--handler", f"{ECHO}:handler", "--host", HOST, "--port", str(port),
+                         "--metrics-dir", str(scratch)])
+        return process, process.pid
+    api_port = free_port()
+    env = {**os.environ, "SLUICE_HOME": str(scratch), "SLUICE_API_PORT": str(api_port)}
+    cli = [sys.executable, "-m", "sluice.cli"]
+    daemon = spawn(["taskset", "-c", str(LOAD_CORE), *cli, "up", "--no-broker"], env=env)
+    try:
+        wait_ready(f"http://{HOST}:{api_port}/api/health")
+        deployed = subprocess.run(
+            [*cli, "deploy", str(ECHO), "--name", "echo", "--trigger", f"http:port={port}",
+             "--workers", "1", "-o", "json"], env=env, check=True, capture_output=True)
+        (worker,) = json.loads(deployed.stdout)["status"]["pids"]
+    except BaseException:
+        stop(daemon, daemon.pid)
+        raise
+    return daemon, int(worker)
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} was not ready within {timeout:.0f} s") from None
+            time.sleep(0.05)
+
+
+def contenders(standalone: bool) -> list[Contender]:
+    """The floor first: every ratio is taken against it."""
+    sluice = "sluice echo (" + ("worker stand-alone" if standalone else "platform, 1 worker") + ")"
+    return [
+        Contender(f"floor (bare ASGI + {JSON_CODEC.split()[0]})",
+                  functools.partial(start_uvicorn, "bare_asgi")),
+        Contender("starlette", functools.partial(start_uvicorn, "starlette_echo")),
+        Contender(sluice, functools.partial(start_sluice, standalone=standalone)),
+    ]
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+def write_script(path: Path) -> Path:
+    path.write_text('wrk.method = "POST"\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = '{BODY}'\n")
+    return path
+
+
+def run_wrk(url: str, seconds: int, script: Path) -> Sample:
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c32", f"-d{duration}s", "--latency",
-         "-s", str(script), url], check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    p99_ms = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    return rps, p99_ms
+        ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
+         "--latency", "-s", str(script), url], check=True, capture_output=True, text=True).stdout
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> Sample:
+    """Requests/sec and the 99% latency (us, ms or s) from wrk's --latency report."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.MULTILINE)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+    if rps is None or p99 is None:
+        raise RuntimeError(f"could not parse wrk's output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if bad:
+        raise RuntimeError(f"{bad.group(1)} responses were not 2xx:\n{out}")
+    errors = re.search(r"Socket errors:.*", out)
+    if errors:
+        print(f"  wrk: {errors.group(0)}", file=sys.stderr)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return Sample(float(rps.group(1)), float(p99.group(1)) * scale)
+
+
+def measure(contender: Contender, seconds: int, script: Path) -> Sample:
+    """One run: start, wait for the echo, pin, warm up ~1 s, measure, stop (always)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as scratch:
+        process, pid = contender.start(port, Path(scratch))
+        try:
+            url = f"http://{HOST}:{port}/"
+            wait_answers(url)
+            pin(pid, SERVER_CORE)
+            run_wrk(url, 1, script)
+            return run_wrk(url, seconds, script)
+        finally:
+            stop(process, pid)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def table(medians: dict[str, Sample]) -> list[str]:
+    floor = next(iter(medians.values()))
+    lines = ["| server | req/s | p99 ms | req/s vs floor | p99 vs floor |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, m in medians.items():
+        lines.append(f"| {name} | {m.rps:,.0f} | {m.p99_ms:.2f} | {m.rps / floor.rps:.2f}x | "
+                     f"{m.p99_ms / floor.p99_ms:.2f}x |")
+    return lines
+
+
+def verdict(floor: Sample, sluice: Sample) -> tuple[bool, list[str]]:
+    rps_ratio, p99_ratio = sluice.rps / floor.rps, sluice.p99_ms / floor.p99_ms
+    rps_ok, p99_ok = rps_ratio >= MIN_RPS_RATIO, p99_ratio <= MAX_P99_RATIO
+    return rps_ok and p99_ok, [
+        f"- req/s: sluice {rps_ratio:.2f}x the floor (target >= {MIN_RPS_RATIO}x): "
+        f"{'PASS' if rps_ok else 'FAIL'}",
+        f"- p99: sluice {p99_ratio:.2f}x the floor (target <= {MAX_P99_RATIO}x): "
+        f"{'PASS' if p99_ok else 'FAIL'}",
+    ]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def record(report: list[str], args: argparse.Namespace) -> None:
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nEach section is one recorded run.\n")
+    command = shlex.join(["python", "bench/http_overhead.py", *sys.argv[1:]])
+    with RESULTS.open("a") as out:
+        out.write(f"\n## HTTP trigger overhead ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
+                  f"Machine: nproc {len(os.sched_getaffinity(0))}, {cpu_model()}. Server on core "
+                  f"{SERVER_CORE}, `wrk -t1 -c{CONNECTIONS}` on core {LOAD_CORE}, POST of a JSON "
+                  f"body of 16 floats; baselines' JSON codec: {JSON_CODEC}. Medians of "
+                  f"{args.rounds} interleaved rounds of {args.duration} s. "
+                  f"Command: `{command}`.\n\n" + "\n".join(report) + "\n")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def check_tools() -> str | None:
+    """Why the benchmark cannot run here, or None."""
+    if not shutil.which("wrk"):
+        return "wrk is not installed: apt-get install -y wrk"
+    if not shutil.which("taskset"):
+        return "taskset is not installed: apt-get install -y util-linux"
+    if not {SERVER_CORE, LOAD_CORE} <= os.sched_getaffinity(0):
+        return f"needs cores {SERVER_CORE} and {LOAD_CORE} (server and load pinned apart)"
+    return None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=int, default=5,
+                        help="seconds of measured load per server and round (default 5)")
+    parser.add_argument("--standalone", action="store_true",
+                        help="run the sluice worker alone instead of deploying via the platform")
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    return parser.parse_args()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds of load per run")
-    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+    args = parse_args()
+    problem = check_tools()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
-    if (os.cpu_count() or 1) < 2:
-        print("needs 2 cores (server and load pinned apart)", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "post.lua"
-        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                          f"wrk.body = '{BODY}'\n")
-        servers = [Server("floor (bare ASGI, uvicorn+httptools+uvloop)",
-                          uvicorn_server("bare_asgi")),
-                   Server("starlette", uvicorn_server("starlette_echo")),
-                   Server("sluice echo (platform, 1 worker)", sluice_server(Path(tmp) / "home"))]
-        results: dict[str, list[tuple[float, float]]] = {s.name: [] for s in servers}
-        for round_number in range(1, args.rounds + 1):
-            for server in servers:
-                with server:
-                    run_wrk(server.url, 1, script)  # warm-up
-                    results[server.name].append(run_wrk(server.url, args.duration, script))
-                rps, p99 = results[server.name][-1]
-                print(f"round {round_number}: {server.name:<45} {rps:>9.0f} req/s  "
-                      f"p99 {p99:.2f} ms", file=sys.stderr, flush=True)
-    medians = {name: (statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs))
-               for name, runs in results.items()}
-    floor_rps, floor_p99 = medians[servers[0].name]
-    lines = ["| server | req/s | p99 ms | req/s vs floor | p99 vs floor |",
-             "| --- | --- | --- | --- | --- |"]
-    for name, (rps, p99) in medians.items():
-        lines.append(f"| {name} | {rps:,.0f} | {p99:.2f} | {rps / floor_rps:.2f}x | "
-                     f"{p99 / floor_p99:.2f}x |")
-    sluice_rps, sluice_p99 = medians[servers[2].name]
-    throughput_ok = sluice_rps >= 0.6 * floor_rps
-    latency_ok = sluice_p99 <= 1.5 * floor_p99
-    summary = (f"sluice: {sluice_rps / floor_rps:.2f}x the floor's req/s (target >= 0.6x: "
-               f"{'PASS' if throughput_ok else 'FAIL'}), p99 {sluice_p99 / floor_p99:.2f}x the "
-               f"floor's (target <= 1.5x: {'PASS' if latency_ok else 'FAIL'}); medians of "
-               f"{args.rounds} interleaved rounds of {args.duration} s.")
-    print("\n".join(lines))
-    print(summary)
+    servers = contenders(args.standalone)
+    samples: dict[str, list[Sample]] = {s.name: [] for s in servers}
+    print(f"baselines' JSON codec: {JSON_CODEC}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        script = write_script(Path(tmp) / "post.lua")
+        for round_number in range(args.rounds):
+            shift = round_number % len(servers)  # rotate the order: no server always goes first
+            for server in servers[shift:] + servers[:shift]:
+                sample = measure(server, args.duration, script)
+                samples[server.name].append(sample)
+                print(f"round {round_number + 1}: {server.name:<36} {sample.rps:>9,.0f} req/s  "
+                      f"p99 {sample.p99_ms:6.2f} ms", file=sys.stderr, flush=True)
+    medians = {name: Sample(statistics.median(s.rps for s in runs),
+                            statistics.median(s.p99_ms for s in runs))
+               for name, runs in samples.items()}
+    ok, targets = verdict(medians[servers[0].name], medians[servers[-1].name])
+    report = [*table(medians), "", *targets]
+    print("\n".join(report))
     if args.record:
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        results_path = ROOT / "bench" / "RESULTS.md"
-        if not results_path.exists():
-            results_path.write_text("# Benchmark results\n\nEach section is one recorded run.\n")
-        with results_path.open("a") as out:
-            out.write(f"\n## HTTP trigger overhead ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-                      f"Machine: {os.cpu_count()} cores, {cpu}; server on core {SERVER_CORE}, "
-                      f"wrk -t1 -c32 on core {LOAD_CORE}, JSON body of 16 floats. Command: "
-                      f"`python bench/http_overhead.py --rounds {args.rounds} --duration "
-                      f"{args.duration} --record`.\n\n" + "\n".join(lines) + f"\n\n{summary}\n")
-    return 0 if throughput_ok and latency_ok else 1
+        record(report, args)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # the servers were stopped on the way out
+        raise SystemExit(130) from None

@@ -136,9 +136,20 @@ def test_two_workers_share_four_partitions(daemon: Daemon):
     bootstrap = broker_of(daemon)
     create_topic(bootstrap, "shared", 4)
     deploy_kafka(daemon, "sharers", "score", "topic=shared,output=shared-out", "--workers", "2")
-    time.sleep(4)  # both workers joined the group
+    # warm up until both workers answer, so the group is settled before the measured run
+    deadline = time.monotonic() + 60
+    warm = 0
+    while True:
+        produce(bootstrap, "shared", [(f"w{warm}-{p}", {"seq": -1}) for p in range(8)])
+        warm += 1
+        time.sleep(1)
+        pids = {json.loads(r.value)["pid"] for r in read_all(bootstrap, "shared-out", 1, 5)}
+        if len(pids) == 2:
+            break
+        assert time.monotonic() < deadline, "the second worker never got partitions"
     produce(bootstrap, "shared", [(f"k{i}", {"seq": i}) for i in range(400)])
-    results = [json.loads(r.value) for r in read_all(bootstrap, "shared-out", 400)]
+    results = [json.loads(r.value) for r in read_all(bootstrap, "shared-out", 400 + 8 * warm)]
+    results = [r for r in results if r["seq"] >= 0]
     assert sorted(r["seq"] for r in results) == list(range(400))
     partitions_by_pid: dict[int, set[int]] = {}
     for r in results:
@@ -146,6 +157,7 @@ def test_two_workers_share_four_partitions(daemon: Daemon):
     assert len(partitions_by_pid) == 2, partitions_by_pid
     first, second = partitions_by_pid.values()
     assert not first & second  # a partition belongs to one worker
+    assert first | second == {0, 1, 2, 3}
 
 
 def test_kill_9_mid_run_loses_nothing(daemon: Daemon):

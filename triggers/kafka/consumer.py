@@ -65,9 +65,13 @@ class KafkaMetrics:
         self.batch_size = batch_size.labels(*self._labels)
         self.latency = latency.labels(*self._labels)
         self.lag = lag
+        self._by_outcome: dict[str, Any] = {}
 
     def count(self, outcome: str, n: int = 1) -> None:
-        self.messages.labels(*self._labels, outcome).inc(n)
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome[outcome] = self.messages.labels(*self._labels, outcome)
+        child.inc(n)
 
 
 class KafkaTriggerLoop:
@@ -80,6 +84,7 @@ class KafkaTriggerLoop:
         self.on_health = on_health
         self._healthy = True
         self._checked = 0.0
+        self._succeeded = 0  # counted per batch, not per message (metrics cost)
         self.runner = runner
         self.log = log
         self.metrics = metrics
@@ -114,14 +119,20 @@ class KafkaTriggerLoop:
                          f"({type(exc).__name__}: {exc}); retrying in {backoff:.1f}s")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        sends: list[Any] = []
+        offsets: dict[Any, int] = {}
         try:
             while not self._stopping:
                 try:
-                    records = await self._io(self._poll)
+                    # one trip to the Kafka thread per batch: flush and commit the last batch,
+                    # then poll the next (each trip costs a GIL hand-over)
+                    records, committed = await self._io(self._cycle, sends, offsets, True)
                 except Exception as exc:
                     self.log("warn", f"kafka poll failed ({type(exc).__name__}: {exc})")
                     await asyncio.sleep(0.5)
                     continue
+                if committed:
+                    self.tracker.committed(committed)
                 await self._check_health()
                 if records:
                     try:
@@ -130,14 +141,37 @@ class KafkaTriggerLoop:
                         self.log("error", f"kafka trigger {self.settings.trigger}: handling a "
                                  f"batch failed ({type(exc).__name__}: {exc}); re-reading it",
                                  traceback=traceback.format_exc())
+                        self._sends = []
                         await self._io(self._rewind)
                         await asyncio.sleep(1.0)
+                        sends, offsets = [], {}
                         continue
-                await self._commit()
-            await self._commit()
+                sends, self._sends = self._sends, []
+                offsets = self.tracker.committable()
+                if sends and self.metrics is not None:
+                    self.metrics.count("produced", len(sends))
+            _, committed = await self._io(self._cycle, sends, offsets, False)
+            if committed:
+                self.tracker.committed(committed)
         finally:
             await self._io(self._close)
             self._thread.shutdown(wait=False)
+
+    def _cycle(self, sends: list[Any], offsets: dict[Any, int], poll: bool
+               ) -> tuple[dict[Any, list[Any]], dict[Any, int] | None]:
+        """On the Kafka thread: flush the outputs, commit what they allow, poll the next batch.
+        A failed produce rewinds to the last commit instead (nothing lost, some repeated)."""
+        committed = None
+        if sends and not self._flush(sends):
+            self._rewind()
+        elif offsets:
+            try:
+                self._commit_offsets(offsets)
+                committed = offsets
+            except Exception as exc:  # e.g. a rebalance took the partitions: the new owner redoes
+                self.log("warn", f"offset commit failed ({type(exc).__name__}: {exc}); "
+                         "those messages will be delivered again")
+        return (self._poll() if poll else {}), committed
 
     async def _check_health(self) -> None:
         """Tell the platform when the broker becomes unreachable, and when it is back."""
@@ -235,6 +269,8 @@ class KafkaTriggerLoop:
                 self._settle(tp, record, event, reply)
         if self.metrics is not None:
             self.metrics.latency.observe(time.perf_counter() - started)
+            self.metrics.count("succeeded", self._succeeded)
+        self._succeeded = 0
 
     async def _call_one(self, event: Event) -> Reply:
         if self.runner.is_async:
@@ -281,8 +317,7 @@ class KafkaTriggerLoop:
             attempts = 1 + self.settings.retries if failed(reply) else 1
             self._dead_letter(tp, record, reason, attempts)
             return
-        if self.metrics is not None:
-            self.metrics.count("succeeded")
+        self._succeeded += 1
         if produce and self.settings.output and reply.body:
             key = reply.headers.get(KEY_HEADER) or reply.headers.get(KEY_HEADER.title())
             self._send(self.settings.output, reply.body,
@@ -309,8 +344,6 @@ class KafkaTriggerLoop:
     def _send(self, topic: str, value: bytes, key: bytes | None,
               headers: list[tuple[str, bytes]]) -> None:
         self._sends.append(self._producer.send(topic, value=value, key=key, headers=headers))
-        if self.metrics is not None:
-            self.metrics.count("produced")
 
     async def _on_control(self, message: dict[str, Any]) -> None:
         """nuclio_sdk's explicit_ack: that offset is finished now."""
@@ -320,25 +353,7 @@ class KafkaTriggerLoop:
         tp = TopicPartition(attributes["topic"], int(attributes["partition"]))
         self.tracker.finished(tp, int(attributes["offset"]))
 
-    # -- committing ------------------------------------------------------------------------------
-    async def _commit(self) -> None:
-        sends, self._sends = self._sends, []
-        if sends:
-            ok = await self._io(self._flush, sends)
-            if not ok:
-                await self._io(self._rewind)
-                return
-        offsets = self.tracker.committable()
-        if not offsets:
-            return
-        try:
-            await self._io(self._commit_offsets, offsets)
-        except Exception as exc:  # e.g. a rebalance took the partitions: the new owner redoes
-            self.log("warn", f"offset commit failed ({type(exc).__name__}: {exc}); "
-                     "those messages will be delivered again")
-            return
-        self.tracker.committed(offsets)
-
+    # -- committing (on the Kafka thread) --------------------------------------------------
     def _flush(self, sends: list[Any]) -> bool:
         from kafka import KafkaProducer
 
