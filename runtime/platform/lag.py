@@ -22,7 +22,16 @@ def consumer_lag(settings: dict[str, Any]) -> dict[str, int]:
         if not partitions:
             return {}
         ends = consumer.end_offsets(partitions)
-        return {f"{tp.topic}/{tp.partition}": max(0, ends[tp] - (consumer.committed(tp) or 0))
+        committed = {tp: consumer.committed(tp) or 0 for tp in partitions}
+        # The embedded Tansu broker answers ListOffsets with a stale end offset when records
+        # arrived in batches; a fetch's high watermark is right, so take the larger of the two.
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, committed[tp])
+        consumer.poll(timeout_ms=500, max_records=1, update_offsets=False)
+        for tp in partitions:
+            ends[tp] = max(ends[tp], consumer.highwater(tp) or 0)
+        return {f"{tp.topic}/{tp.partition}": max(0, ends[tp] - committed[tp])
                 for tp in partitions}
     finally:
         with contextlib.suppress(Exception):

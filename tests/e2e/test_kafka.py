@@ -222,3 +222,21 @@ def test_processing_resumes_after_broker_restart_without_worker_restart(tmp_path
     finally:
         daemon.stop()
         broker.stop()
+
+
+def test_explicit_ack_mode_commits_only_acknowledged_offsets(daemon: Daemon):
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "acked", 1)
+    deploy_kafka(daemon, "acker", "ack_some", "topic=acked,output=acked-out,explicit_ack=true")
+    produce(bootstrap, "acked", [(str(i), {"seq": i}) for i in range(5)])
+    assert len(read_all(bootstrap, "acked-out", 5)) == 5  # all handled ...
+    deadline = time.monotonic() + 30
+    while True:  # ... but the commit stops at the first unacknowledged offset (3)
+        lag = httpx.get(f"{daemon.api}/api/functions/acker", timeout=30).json()["status"]["lag"]
+        if lag.get("acked/0") == 2:
+            break
+        assert time.monotonic() < deadline, lag
+        time.sleep(0.5)
+    time.sleep(2)
+    lag = httpx.get(f"{daemon.api}/api/functions/acker", timeout=30).json()["status"]["lag"]
+    assert lag["acked/0"] == 2  # and stays there

@@ -23,3 +23,13 @@ def score_batch(context, events):
 def rekey(context, event):
     return nuclio_sdk.Response(body={"seq": event.body["seq"]}, headers={"X-Sluice-Key": "fixed"},
                                content_type="application/json")
+
+
+async def ack_some(context, event):
+    # Nuclio's explicit-ack mode: leave the offset open, acknowledge it later (here: at once
+    # for seq < 3, never for the rest)
+    response = context.Response(body={"seq": event.body["seq"]}, content_type="application/json")
+    response.ensure_no_ack()
+    if event.body["seq"] < 3:
+        await context.platform.explicit_ack(nuclio_sdk.QualifiedOffset.from_event(event))
+    return response

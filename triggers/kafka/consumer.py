@@ -290,6 +290,8 @@ class KafkaTriggerLoop:
             retry=retry_if_result(lambda r: failed(r) if isinstance(r, Reply)
                                   else any(failed(x) for x in r)),
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+            before_sleep=lambda state: self.metrics.count("failed")
+            if self.metrics is not None else None,
         )
         return await retrying(call)
 
