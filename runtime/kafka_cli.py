@@ -130,8 +130,14 @@ def cmd_consume(args: argparse.Namespace, servers: list[str]) -> int:
                              enable_auto_commit=False)
     try:
         partitions = consumer.partitions_for_topic(args.topic)
+        deadline = time.monotonic() + args.timeout
+        while not partitions and time.monotonic() < deadline:  # a function may create it soon
+            time.sleep(0.2)
+            consumer.topics()  # refreshes the metadata
+            partitions = consumer.partitions_for_topic(args.topic)
         if not partitions:
-            raise PlatformError(f"no topic named {args.topic!r} (see `sluice topics list`)")
+            raise PlatformError(f"no topic named {args.topic!r} after waiting {args.timeout:g}s "
+                                "(see `sluice topics list`)")
         assigned = [TopicPartition(args.topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         if args.from_beginning:

@@ -78,9 +78,11 @@ class KafkaTrigger(_Frozen):
     group: Annotated[str, Field(min_length=1, max_length=255)] | None = None  # default: the name
     bootstrap_servers: list[str] | None = None  # default: the platform's broker
     initial_offset: Literal["earliest", "latest"] = "earliest"
-    session_timeout_ms: Annotated[int, Field(ge=1000, le=3_600_000)] = 10_000
-    heartbeat_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 3_000
-    max_poll_interval_ms: Annotated[int, Field(ge=1000, le=86_400_000)] = 300_000
+    # small session/heartbeat values make a group form in ~3 s instead of ~20 s (ENV.md);
+    # a batch must be handled within max_poll_interval_ms or the worker leaves the group
+    session_timeout_ms: Annotated[int, Field(ge=1000, le=3_600_000)] = 6_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100, le=600_000)] = 1_000
+    max_poll_interval_ms: Annotated[int, Field(ge=1000, le=86_400_000)] = 60_000
     max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 100
     max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 100
     batch: bool = False  # handler(context, events) receives a list

@@ -48,6 +48,28 @@ def test_tour_commands_work_as_written(daemon: Daemon):
     assert ran >= 10
 
 
+def test_kafka_tour_works_as_written(daemon: Daemon):
+    import json
+    import time
+
+    tour = code_blocks("sh")[3]
+    for raw in tour.strip().splitlines():
+        command = raw.split("  #")[0].strip()
+        args = shlex.split(command)[1:]
+        if args[0] == "consume":
+            deadline = time.monotonic() + 60
+            while True:
+                lines = daemon.cli(*args, check=False).stdout.splitlines()
+                if len(lines) == 3:
+                    break
+                assert time.monotonic() < deadline, lines
+            assert all(json.loads(line)["card"].startswith("card-") for line in lines)
+        elif args[0] == "get":
+            assert "lag:       events/" in daemon.cli(*args).stdout
+        else:
+            daemon.cli(*args)
+
+
 def test_python_examples_run(daemon: Daemon, tmp_path, monkeypatch):
     deploy_block, handler_block, harness_block = code_blocks("python")
     monkeypatch.chdir(ROOT)

@@ -14,9 +14,9 @@ class KafkaSettings:
     group: str
     bootstrap_servers: list[str]
     initial_offset: str = "earliest"
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 60_000
     max_batch_size: int = 100
     max_wait_ms: int = 100
     batch: bool = False
