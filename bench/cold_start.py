@@ -14,27 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
+
+from recording import record  # noqa: E402 - bench/ is on sys.path when run as a script
+
+from sluice.platform.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "examples" / "echo.py"
 TARGET_SECONDS = 0.8
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def first_ok(url: str, deadline: float, data: bytes | None = b"{}") -> float:
@@ -139,17 +134,8 @@ def main() -> int:
     print("\n".join(lines))
     print(summary)
     if args.record:
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        results = ROOT / "bench" / "RESULTS.md"
-        if not results.exists():
-            results.write_text("# Benchmark results\n\nEach section is one recorded run.\n")
-        with results.open("a") as out:
-            out.write(f"\n## Cold start ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-                      f"Machine: {os.cpu_count()} cores, {cpu}. Command: "
-                      f"`python bench/cold_start.py --runs {args.runs} --record`.\n\n"
-                      + "\n".join(lines) + f"\n\n{summary}\n")
+        record("Cold start", "deploy of examples/echo.py to its first 200, median of runs.",
+               f"python bench/cold_start.py --runs {args.runs} --record", lines, summary)
     return 0 if verdict == "PASS" else 1
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,12 +26,14 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from recording import record  # noqa: E402 - bench/ is on sys.path when run as a script
+
+from sluice.platform.broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "bench" / "apps" / "kafka_handlers.py"
@@ -41,12 +41,6 @@ PARTITIONS = 4
 BATCH = 500
 GROUP_SETTINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
                   "max_poll_interval_ms": 30000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = PARTITIONS) -> None:
@@ -180,9 +174,6 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from sluice.platform.broker import EmbeddedBroker
-
     total = args.messages
     group_opts = ",".join(f"{k}={v}" for k, v in GROUP_SETTINGS.items())
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,16 +239,10 @@ def main() -> int:
     print("\n".join(lines))
     print(summary)
     if args.record:
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        results = ROOT / "bench" / "RESULTS.md"
-        with results.open("a") as out:
-            out.write(f"\n## Kafka trigger throughput ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-                      f"Machine: {os.cpu_count()} cores, {cpu}; embedded Tansu broker, "
-                      f"{total} messages of ~200 bytes on {PARTITIONS} partitions, one worker. "
-                      f"Command: `python bench/kafka_throughput.py --messages {total} --record`."
-                      "\n\n" + "\n".join(lines) + f"\n\n{summary}\n")
+        record("Kafka trigger throughput",
+               f"embedded Tansu broker, {total} messages of ~200 bytes on {PARTITIONS} "
+               "partitions, one worker.",
+               f"python bench/kafka_throughput.py --messages {total} --record", lines, summary)
     return 0 if verdict == "PASS" else 1
 
 
