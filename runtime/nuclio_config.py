@@ -57,7 +57,11 @@ _KAFKA_SLUICE = {"topics", "group", "bootstrap_servers", "initial_offset", "sess
                  "heartbeat_interval_ms", "max_poll_interval_ms", "max_batch_size", "max_wait_ms",
                  "batch", "content_type", "output", "dead_letter", "retries", "retry_backoff_ms",
                  "explicit_ack", "security"}
-_SUPPORTED_TRIGGERS = ("http", "kafka-cluster", "kafka")
+_CRON_ATTRIBUTES = {"schedule", "interval", "event", "timezone", "concurrencyPolicy",
+                    "jobBackoffLimit", "startingDeadlineSeconds",
+                    # sluice's own names beside Nuclio's
+                    "concurrency_policy", "catch_up", "starting_deadline"}
+_SUPPORTED_TRIGGERS = ("http", "kafka-cluster", "kafka", "cron")
 
 
 def _fail(where: str, message: str) -> SpecError:
@@ -234,6 +238,9 @@ def _triggers(triggers: dict[str, Any]) -> tuple[dict[str, Any], int]:
         if kind in ("kafka-cluster", "kafka"):
             out[name] = _kafka_trigger(trigger, where)
             continue
+        if kind == "cron":
+            out[name] = _cron_trigger(trigger, where)
+            continue
         attributes = _mapping(trigger.get("attributes"), f"{where}.attributes")
         _check_fields(attributes, _HTTP_ATTRIBUTES, f"{where}.attributes")
         http: dict[str, Any] = {"kind": "http"}
@@ -293,6 +300,39 @@ def _kafka_trigger(trigger: dict[str, Any], where: str) -> dict[str, Any]:
     return kafka
 
 
+def _cron_trigger(trigger: dict[str, Any], where: str) -> dict[str, Any]:
+    attributes = _mapping(trigger.get("attributes"), f"{where}.attributes")
+    _check_fields(attributes, _CRON_ATTRIBUTES, f"{where}.attributes")
+    cron: dict[str, Any] = {"kind": "cron"}
+    for key in ("schedule", "interval", "timezone", "catch_up", "starting_deadline"):
+        if attributes.get(key) is not None:
+            cron[key] = attributes[key]
+    policy = attributes.get("concurrencyPolicy", attributes.get("concurrency_policy"))
+    if policy:
+        cron["concurrency_policy"] = str(policy).lower()
+    if attributes.get("startingDeadlineSeconds") is not None:
+        cron["starting_deadline"] = attributes["startingDeadlineSeconds"]
+    event = _mapping(attributes.get("event"), f"{where}.attributes.event")
+    _check_fields(event, {"body", "headers", "method", "path"}, f"{where}.attributes.event")
+    if event:
+        cron["event"] = {k: v for k, v in event.items() if v is not None}
+    return cron
+
+
+def _cron_to_nuclio(trigger: dict[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    for key, value in trigger.items():
+        if key == "kind" or value is None:
+            continue
+        if key == "concurrency_policy":
+            attributes["concurrencyPolicy"] = str(value).capitalize()
+        elif key == "starting_deadline":
+            attributes["startingDeadlineSeconds"] = value
+        else:
+            attributes[key] = value
+    return {"kind": "cron", "attributes": attributes}
+
+
 def _kafka_to_nuclio(trigger: dict[str, Any], workers: int) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     reverse = {v: k for k, v in _KAFKA_NUCLIO.items()}
@@ -340,6 +380,9 @@ def to_nuclio(spec: dict[str, Any], api_version: str = "nuclio.io/v1beta1") -> d
     for name, trigger in (spec.get("triggers") or {}).items():
         if trigger["kind"] in ("kafka", "kafka-cluster"):
             triggers[name] = _kafka_to_nuclio(trigger, spec.get("workers", 1))
+            continue
+        if trigger["kind"] == "cron":
+            triggers[name] = _cron_to_nuclio(trigger)
             continue
         attributes: dict[str, Any] = {}
         if trigger.get("port"):

@@ -102,7 +102,36 @@ class KafkaTrigger(_Frozen):
         return self
 
 
-Trigger = Annotated[HttpTrigger | KafkaTrigger, Field(discriminator="kind")]
+class CronEvent(_Frozen):
+    """What a cron fire hands the handler (Nuclio's cron ``event``)."""
+
+    body: Any = None
+    headers: dict[str, str] = {}
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    path: str = "/"
+
+
+class CronTrigger(_Frozen):
+    """Fired by the platform's scheduler: once per schedule, however many workers run."""
+
+    kind: Literal["cron"] = "cron"
+    schedule: str | None = None  # 5-field cron, '@hourly', or '@every 30s'
+    interval: str | None = None  # '30s', '1m30s' (Nuclio's interval attribute)
+    timezone: str = "UTC"
+    concurrency_policy: Literal["allow", "forbid"] = "allow"
+    catch_up: Literal["skip", "once"] = "skip"
+    starting_deadline: Annotated[float, Field(gt=0)] | None = None  # seconds
+    event: CronEvent = CronEvent()
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> CronTrigger:
+        from .schedule import CronSchedule
+
+        CronSchedule.parse(self.schedule, self.interval, self.timezone)  # ValueError names it
+        return self
+
+
+Trigger = Annotated[HttpTrigger | KafkaTrigger | CronTrigger, Field(discriminator="kind")]
 
 
 class Resources(_Frozen):
@@ -189,6 +218,10 @@ class FunctionSpec(_Frozen):
         return {n: t for n, t in self.triggers.items() if isinstance(t, KafkaTrigger)}
 
     @property
+    def cron_triggers(self) -> dict[str, CronTrigger]:
+        return {n: t for n, t in self.triggers.items() if isinstance(t, CronTrigger)}
+
+    @property
     def handler_module(self) -> str:
         return self.handler.split(":", 1)[0]
 
@@ -248,7 +281,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-_TRIGGER_KINDS = ("http", "kafka", "kafka-cluster")
+_TRIGGER_KINDS = ("http", "kafka", "kafka-cluster", "cron")
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -263,7 +296,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if str(loc[i]) == "triggers":
             # pydantic puts the discriminator value after the trigger's name
             kind = str(loc[i + 2]) if len(loc) > i + 2 else "http"
-            model = KafkaTrigger if kind.startswith("kafka") else HttpTrigger
+            model = (KafkaTrigger if kind.startswith("kafka")
+                     else CronTrigger if kind == "cron" else HttpTrigger)
             i += 3
             continue
         model = _first_model(annotation)

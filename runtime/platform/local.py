@@ -23,6 +23,7 @@ from sluice.worker.config import WorkerConfig
 from . import metrics
 from .base import FunctionStatus, InvokeRequest, InvokeResponse
 from .logs import FunctionLog
+from .scheduler import Scheduler
 from .states import FunctionState, can_move
 from .store import FunctionRecord, Store
 from .supervisor import WorkerSet, listen
@@ -71,6 +72,7 @@ class LocalPlatform:
         self._lifeline_r = self._lifeline_w = -1
         self._client: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._scheduler: Scheduler | None = None
 
     @property
     def store(self) -> Store:
@@ -85,6 +87,7 @@ class LocalPlatform:
         # workers read this pipe; it closes when the platform dies, and they stop
         self._lifeline_r, self._lifeline_w = os.pipe()
         self._client = httpx.AsyncClient(timeout=None)
+        self._scheduler = Scheduler(self._store)
         await self._restore()
 
     async def _restore(self) -> None:
@@ -106,6 +109,8 @@ class LocalPlatform:
 
     async def stop(self) -> None:
         """Drain every function's workers; their records stay, to be restored on next start."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
         await asyncio.gather(*(self._teardown(d, persist=False)
                                for d in list(self.functions.values())), return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -125,6 +130,11 @@ class LocalPlatform:
     async def deploy(self, spec: FunctionSpec) -> FunctionStatus:
         spec = with_default_trigger(spec)
         self._kafka_settings(spec)  # refuse now what the workers could not start with
+        if spec.cron_triggers and spec.http_trigger is None:
+            name = next(iter(spec.cron_triggers))
+            raise SpecError(f"triggers.{name}: a cron trigger is delivered over the function's "
+                            "HTTP port; add an http trigger (job functions run without one "
+                            "once they land)")
         existing = self.functions.get(spec.name)
         record = self.store.get(spec.name)
         generation = max(existing.generation if existing else 0,
@@ -207,9 +217,32 @@ class LocalPlatform:
                      generation=generation)
         metrics.DEPLOYS.labels("succeeded").inc()
         self._save(fn)
+        self._schedule(fn)
         if previous is not None:
             self._in_background(self._retire(previous, old_sock))
         return self._status(fn)
+
+    def _schedule(self, fn: Deployed) -> None:
+        """(Re)start the function's cron schedules; fires go to one worker over its port."""
+        if self._scheduler is None:
+            return
+        if not fn.spec.cron_triggers:
+            self._scheduler.remove(fn.spec.name)
+            return
+        client = self._client
+        assert client is not None
+
+        async def deliver(method: str, path: str, headers: dict[str, str], body: bytes,
+                          timeout: float) -> int:
+            status = self._status(fn)
+            if status.endpoint is None:
+                raise PlatformError("the function has no HTTP endpoint")
+            response = await client.request(method, status.endpoint + path, headers=headers,
+                                            content=body, timeout=timeout)
+            return response.status_code
+
+        self._scheduler.set(fn.spec.name, fn.spec.cron_triggers, deliver, fn.log,
+                            fn.spec.timeout + 5)
 
     def _listen(self, host: str, port: int | None, fixed: bool) -> socket.socket:
         try:
@@ -391,6 +424,8 @@ class LocalPlatform:
             shutil.rmtree(self.settings.metrics_dir / name, ignore_errors=True)
 
     async def _teardown(self, fn: Deployed, persist: bool = True) -> None:
+        if self._scheduler is not None:
+            self._scheduler.remove(fn.spec.name)
         if persist:
             self._move(fn, FunctionState.DRAINING, "stopping")
         elif fn.workers is not None:

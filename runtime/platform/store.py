@@ -22,6 +22,12 @@ CREATE TABLE IF NOT EXISTS functions (
     created    REAL NOT NULL,
     updated    REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    function   TEXT NOT NULL,
+    trigger    TEXT NOT NULL,
+    last_fire  REAL NOT NULL,
+    PRIMARY KEY (function, trigger)
+);
 """
 
 
@@ -81,6 +87,18 @@ class Store:
 
     def delete(self, name: str) -> None:
         self._db.execute("DELETE FROM functions WHERE name=?", (name,))
+        self._db.execute("DELETE FROM schedules WHERE function=?", (name,))
+
+    def last_fire(self, function: str, trigger: str) -> float | None:
+        row = self._db.execute("SELECT last_fire FROM schedules WHERE function=? AND trigger=?",
+                               (function, trigger)).fetchone()
+        return float(row[0]) if row else None
+
+    def set_last_fire(self, function: str, trigger: str, when: float) -> None:
+        self._db.execute(
+            "INSERT INTO schedules (function, trigger, last_fire) VALUES (?, ?, ?) "
+            "ON CONFLICT(function, trigger) DO UPDATE SET last_fire=excluded.last_fire",
+            (function, trigger, when))
 
 
 def _record(row: tuple[Any, ...]) -> FunctionRecord:

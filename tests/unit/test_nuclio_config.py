@@ -145,3 +145,22 @@ def test_kafka_trigger_round_trips_through_nuclio():
     assert trigger["attributes"]["consumerGroup"] == "g"
     assert trigger["attributes"]["sessionTimeout"] == "6000ms"
     assert parse_spec(from_nuclio(yaml.safe_load(yaml.safe_dump(rendered)))) == original
+
+
+def test_nuclio_cron_trigger_with_event_and_round_trip():
+    config = nuclio_function(triggers={"nightly": {"kind": "cron", "attributes": {
+        "schedule": "0 2 * * *", "concurrencyPolicy": "Forbid",
+        "event": {"body": "{\"retrain\": true}", "headers": {"X-Reason": "nightly"}}}}})
+    spec = parse_spec(from_nuclio(config))
+    cron = spec.cron_triggers["nightly"]
+    assert cron.schedule == "0 2 * * *" and cron.concurrency_policy == "forbid"
+    assert cron.event.headers == {"X-Reason": "nightly"}
+    rendered = to_nuclio(spec.model_dump(mode="json", exclude_none=True))
+    assert rendered["spec"]["triggers"]["nightly"]["attributes"]["concurrencyPolicy"] == "Forbid"
+    assert parse_spec(from_nuclio(yaml.safe_load(yaml.safe_dump(rendered)))) == spec
+
+
+def test_nuclio_cron_interval():
+    config = nuclio_function(triggers={"tick": {"kind": "cron",
+                                                "attributes": {"interval": "30s"}}})
+    assert parse_spec(from_nuclio(config)).cron_triggers["tick"].interval == "30s"

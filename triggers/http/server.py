@@ -112,8 +112,14 @@ class HttpServer:
             page = self.metrics_page()
             self._respond(conn, request, Reply(200, page, "text/plain; version=0.0.4"), count=False)
             return
+        trigger = self.trigger
+        routed = request.headers.get("X-Sluice-Trigger")
+        if routed is not None:  # the platform delivering another trigger's event (cron/<name>)
+            kind, _, name = routed.partition("/")
+            trigger = TriggerInfo(kind, name)
+            dict.pop(request.headers, "X-Sluice-Trigger", None)
         try:
-            event = make_event(self.trigger, request.method, request.url, request.headers,
+            event = make_event(trigger, request.method, request.url, request.headers,
                                request.body)
         except BadRequest as exc:
             self._respond(conn, request, error_reply(400, str(exc)))
