@@ -29,12 +29,10 @@ import functools
 import importlib.util
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,12 +41,14 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+
+from recording import record  # bench/ is on sys.path when run as a script
+
+from sluice.platform.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 ECHO = ROOT / "examples" / "echo.py"
 HOST = "127.0.0.1"
 SERVER_CORE, LOAD_CORE = 0, 1
@@ -76,12 +76,6 @@ class Sample:
 
 
 # --- processes -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def spawn(argv: list[str], env: dict[str, str] | None = None) -> Process:
@@ -276,26 +270,6 @@ def verdict(floor: Sample, sluice: Sample) -> tuple[bool, list[str]]:
     ]
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def record(report: list[str], args: argparse.Namespace) -> None:
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nEach section is one recorded run.\n")
-    command = shlex.join(["python", "bench/http_overhead.py", *sys.argv[1:]])
-    with RESULTS.open("a") as out:
-        out.write(f"\n## HTTP trigger overhead ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-                  f"Machine: nproc {len(os.sched_getaffinity(0))}, {cpu_model()}. Server on core "
-                  f"{SERVER_CORE}, `wrk -t1 -c{CONNECTIONS}` on core {LOAD_CORE}, POST of a JSON "
-                  f"body of 16 floats; baselines' JSON codec: {JSON_CODEC}. Medians of "
-                  f"{args.rounds} interleaved rounds of {args.duration} s. "
-                  f"Command: `{command}`.\n\n" + "\n".join(report) + "\n")
-
-
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -343,10 +317,15 @@ def main() -> int:
                             statistics.median(s.p99_ms for s in runs))
                for name, runs in samples.items()}
     ok, targets = verdict(medians[servers[0].name], medians[servers[-1].name])
-    report = [*table(medians), "", *targets]
-    print("\n".join(report))
+    lines = table(medians)
+    print("\n".join([*lines, "", *targets]))
     if args.record:
-        record(report, args)
+        setup = (f"server on core {SERVER_CORE}, `wrk -t1 -c{CONNECTIONS}` on core {LOAD_CORE}, "
+                 f"POST of a JSON body of 16 floats; baselines' JSON codec: {JSON_CODEC}; "
+                 f"medians of {args.rounds} interleaved rounds of {args.duration} s.")
+        record("HTTP trigger overhead", setup,
+               shlex.join(["python", "bench/http_overhead.py", *sys.argv[1:]]), lines,
+               "\n".join(targets))
     return 0 if ok else 1
 
 
