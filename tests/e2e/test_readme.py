@@ -70,6 +70,18 @@ def test_kafka_tour_works_as_written(daemon: Daemon):
             daemon.cli(*args)
 
 
+def test_cron_example_is_a_valid_spec():
+    import yaml
+
+    from sluice.spec import parse_spec
+
+    (example,) = code_blocks("yaml")
+    spec = parse_spec(yaml.safe_load(example))
+    cron = spec.cron_triggers["nightly"]
+    assert cron.timezone == "Europe/Paris" and cron.concurrency_policy == "forbid"
+    assert cron.event.body == {"job": "refresh"}
+
+
 def test_python_examples_run(daemon: Daemon, tmp_path, monkeypatch):
     deploy_block, handler_block, harness_block = code_blocks("python")
     monkeypatch.chdir(ROOT)
