@@ -253,10 +253,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_kafka(args: argparse.Namespace) -> int:
     from . import kafka_cli
 
-    servers = kafka_cli.bootstrap(_client(args).info)
+    kafka = kafka_cli.connection(_settings(args).kafka_cluster(), _client(args).info)
     command = {"topics": kafka_cli.cmd_topics, "produce": kafka_cli.cmd_produce,
                "consume": kafka_cli.cmd_consume}[args.command]
-    return command(args, servers)
+    return command(args, kafka)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

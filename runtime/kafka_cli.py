@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -44,20 +43,21 @@ def add_commands(sub: Any) -> None:
     consume.add_argument("--headers", action="store_true", help="print headers as JSON too")
 
 
-def bootstrap(client_info: Any) -> list[str]:
-    """The broker: SLUICE_KAFKA_BOOTSTRAP, else the running platform's."""
-    value = os.environ.get("SLUICE_KAFKA_BOOTSTRAP") or client_info().get("broker")
+def connection(cluster: Any, client_info: Any) -> dict[str, Any]:
+    """kafka-python settings for the broker: the configured cluster, else the platform's."""
+    value = cluster.bootstrap or client_info().get("broker")
     if not value:
         raise PlatformError("no Kafka broker: start the platform with `sluice up` (it runs one), "
                             "or set SLUICE_KAFKA_BOOTSTRAP=host:port")
-    return [part.strip() for part in str(value).split(",") if part.strip()]
+    servers = [part.strip() for part in str(value).split(",") if part.strip()]
+    return {"bootstrap_servers": servers, "client_id": "sluice-cli", **cluster.security}
 
 
-def cmd_topics(args: argparse.Namespace, servers: list[str]) -> int:
+def cmd_topics(args: argparse.Namespace, kafka: dict[str, Any]) -> int:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="sluice-cli")
+    admin = KafkaAdminClient(**kafka)
     try:
         if args.topics_command == "create":
             if args.partitions < 1:
@@ -90,11 +90,10 @@ def _lines(path: Path) -> Iterator[bytes]:
         yield from source
 
 
-def cmd_produce(args: argparse.Namespace, servers: list[str]) -> int:
+def cmd_produce(args: argparse.Namespace, kafka: dict[str, Any]) -> int:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=servers, client_id="sluice-cli", linger_ms=5,
-                             acks="all")
+    producer = KafkaProducer(linger_ms=5, acks="all", **kafka)
     started = time.monotonic()
     count = 0
     values = (v.encode() for v in args.value) if args.value else _lines(args.file)
@@ -122,12 +121,11 @@ def cmd_produce(args: argparse.Namespace, servers: list[str]) -> int:
     return 0
 
 
-def cmd_consume(args: argparse.Namespace, servers: list[str]) -> int:
+def cmd_consume(args: argparse.Namespace, kafka: dict[str, Any]) -> int:
     from kafka import KafkaConsumer
     from kafka.structs import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=servers, client_id="sluice-cli",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(enable_auto_commit=False, **kafka)
     try:
         partitions = consumer.partitions_for_topic(args.topic)
         deadline = time.monotonic() + args.timeout

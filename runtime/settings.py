@@ -3,6 +3,15 @@
 ``SLUICE_HOME`` (default ``~/.sluice``) holds everything: the SQLite state, function sources, logs,
 metrics, the API token and ``daemon.json`` (the running daemon's address, which the CLI reads).
 ``SLUICE_API_PORT`` (default 8070) and ``SLUICE_API_URL`` choose the API address.
+
+A real Kafka cluster is configured in ``$SLUICE_HOME/config.yaml``::
+
+    kafka:
+      bootstrap_servers: broker1:9092,broker2:9092
+      security: {security_protocol: SASL_SSL, sasl_mechanism: PLAIN,
+                 sasl_plain_username: me, sasl_plain_password: secret}
+
+or with ``SLUICE_KAFKA_BOOTSTRAP`` (which wins); then no embedded broker starts.
 """
 
 from __future__ import annotations
@@ -10,10 +19,25 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_API_PORT = 8070
+
+# kafka-python settings a cluster's security may set (passed through as they are)
+KAFKA_SECURITY_KEYS = (
+    "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname",
+)
+
+
+@dataclass(frozen=True)
+class KafkaCluster:
+    """A user's own Kafka cluster (None bootstrap: use the embedded broker)."""
+
+    bootstrap: str | None = None
+    security: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,40 @@ class Settings:
         with os.fdopen(fd, "w") as out:
             out.write(token + "\n")
         return token
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.yaml"
+
+    def kafka_cluster(self) -> KafkaCluster:
+        """The configured cluster: config.yaml's ``kafka`` section, SLUICE_KAFKA_BOOTSTRAP wins."""
+        bootstrap: str | None = None
+        security: dict[str, Any] = {}
+        if self.config_path.exists():
+            import yaml
+
+            try:
+                config = yaml.safe_load(self.config_path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{self.config_path}: not valid YAML: {exc}") from None
+            kafka = config.get("kafka") or {} if isinstance(config, dict) else None
+            if not isinstance(kafka, dict):
+                raise ValueError(f"{self.config_path}: 'kafka' must be a mapping")
+            unknown = set(kafka) - {"bootstrap_servers", "security"}
+            if unknown:
+                raise ValueError(f"{self.config_path}: kafka.{sorted(unknown)[0]}: unknown field "
+                                 "(allowed: bootstrap_servers, security)")
+            servers = kafka.get("bootstrap_servers")
+            if isinstance(servers, list):
+                servers = ",".join(str(s) for s in servers)
+            bootstrap = str(servers) if servers else None
+            security = dict(kafka.get("security") or {})
+            for key in security:
+                if key not in KAFKA_SECURITY_KEYS:
+                    raise ValueError(f"{self.config_path}: kafka.security.{key}: unknown "
+                                     f"setting (allowed: {', '.join(KAFKA_SECURITY_KEYS)})")
+        env = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "").strip()
+        return KafkaCluster(bootstrap=env or bootstrap, security=security)
 
     def api_url(self) -> str:
         """The API address: ``SLUICE_API_URL``, else the running daemon's, else the configured."""

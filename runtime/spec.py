@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from .errors import SpecError
+from .settings import KAFKA_SECURITY_KEYS
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 HANDLER_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -61,12 +62,6 @@ class HttpTrigger(_Frozen):
     max_inflight: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     batching: HttpBatching | None = None
-
-
-KAFKA_SECURITY_KEYS = (
-    "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
-    "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_check_hostname",
-)
 
 
 class KafkaTrigger(_Frozen):

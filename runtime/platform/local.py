@@ -63,10 +63,12 @@ class LocalPlatform:
     """Implements :class:`sluice.platform.base.Platform` with local worker processes."""
 
     def __init__(self, settings: Settings, api_url: str | None = None,
-                 kafka_bootstrap: str | None = None) -> None:
+                 kafka_bootstrap: str | None = None,
+                 kafka_security: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.api_url = api_url
         self.kafka_bootstrap = kafka_bootstrap
+        self.kafka_security = kafka_security or {}
         self.functions: dict[str, Deployed] = {}
         self._store: Store | None = None
         self._lifeline_r = self._lifeline_w = -1
@@ -257,9 +259,11 @@ class LocalPlatform:
 
         out = []
         for name, trigger in spec.kafka_triggers.items():
+            data = trigger.model_dump(mode="json")
+            if not data.get("bootstrap_servers") and not data.get("security"):
+                data["security"] = self.kafka_security  # the platform's cluster, its security
             try:
-                settings = KafkaSettings.from_trigger(
-                    spec.name, name, trigger.model_dump(mode="json"), self.kafka_bootstrap)
+                settings = KafkaSettings.from_trigger(spec.name, name, data, self.kafka_bootstrap)
             except ValueError as exc:
                 raise SpecError(str(exc)) from None
             out.append(asdict(settings))

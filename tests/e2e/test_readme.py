@@ -70,16 +70,25 @@ def test_kafka_tour_works_as_written(daemon: Daemon):
             daemon.cli(*args)
 
 
-def test_cron_example_is_a_valid_spec():
+def test_cron_example_is_a_valid_spec_and_kafka_config_is_read(tmp_path, monkeypatch):
+    monkeypatch.delenv("SLUICE_KAFKA_BOOTSTRAP", raising=False)
     import yaml
 
     from sluice.spec import parse_spec
 
-    (example,) = code_blocks("yaml")
+    config, example = code_blocks("yaml")
+    assert set(yaml.safe_load(config)["kafka"]) == {"bootstrap_servers", "security"}
     spec = parse_spec(yaml.safe_load(example))
     cron = spec.cron_triggers["nightly"]
     assert cron.timezone == "Europe/Paris" and cron.concurrency_policy == "forbid"
     assert cron.event.body == {"job": "refresh"}
+    from sluice.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    settings.config_path.write_text(config)
+    cluster = settings.kafka_cluster()
+    assert cluster.bootstrap == "broker1:9092,broker2:9092"
+    assert cluster.security["sasl_mechanism"] == "PLAIN"
 
 
 def test_python_examples_run(daemon: Daemon, tmp_path, monkeypatch):
