@@ -209,13 +209,18 @@ def _resources(resources: dict[str, Any]) -> dict[str, Any]:
 
 
 def _replicas(spec: dict[str, Any]) -> dict[str, Any]:
+    """Nuclio's rules: a fixed ``replicas`` sets both; one of min/max alone copies to the other
+    (a sluice ``max`` left unset already means "the same as min")."""
     out: dict[str, Any] = {}
     if spec.get("replicas") is not None:
         out["min"] = out["max"] = spec["replicas"]
-    if spec.get("minReplicas") is not None:
-        out["min"] = spec["minReplicas"]
-    if spec.get("maxReplicas") is not None:
-        out["max"] = spec["maxReplicas"]
+    low, high = spec.get("minReplicas"), spec.get("maxReplicas")
+    if low is not None:
+        out["min"] = low
+    if high is not None:
+        out["max"] = high
+    if high is not None and low is None and "min" not in out:
+        out["min"] = high
     return out
 
 
@@ -250,7 +255,7 @@ def _triggers(triggers: dict[str, Any]) -> tuple[dict[str, Any], int]:
             http["max_request_body_size"] = attributes["maxRequestBodySize"]
         batch = _mapping(trigger.get("batch"), f"{where}.batch")
         if batch.get("mode") == "enable":
-            http["batching"] = {"enabled": True}
+            http["batching"] = {"enabled": True, "timeout_ms": 1000.0}  # Nuclio's default: 1s
             if batch.get("batchSize"):
                 http["batching"]["batch_size"] = batch["batchSize"]
             if batch.get("timeout"):

@@ -26,7 +26,8 @@ from .errors import SpecError
 from .settings import KAFKA_SECURITY_KEYS
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-HANDLER_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+# module names may hold '-': nuclio-jupyter exports handlers like 'scorer-nuclio:handler'
+HANDLER_PATTERN = r"^[A-Za-z_][\w.-]*:[A-Za-z_]\w*$"
 SOURCE_FILENAME_PATTERN = r"^[A-Za-z_][\w.-]*\.py$"
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 
@@ -138,7 +139,8 @@ class Resources(_Frozen):
 
 
 class Replicas(_Frozen):
-    """How many replicas run; ``max`` bounds scaling (Nuclio's minReplicas/maxReplicas)."""
+    """How many replicas run; ``max`` bounds scaling (Nuclio's minReplicas/maxReplicas); unset,
+    it is the same as ``min``."""
 
     min: Annotated[int, Field(ge=0, le=64)] = 1
     max: Annotated[int, Field(ge=1, le=64)] | None = None

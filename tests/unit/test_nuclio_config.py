@@ -164,3 +164,25 @@ def test_nuclio_cron_interval():
     config = nuclio_function(triggers={"tick": {"kind": "cron",
                                                 "attributes": {"interval": "30s"}}})
     assert parse_spec(from_nuclio(config)).cron_triggers["tick"].interval == "30s"
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"minReplicas": 2}, (2, None)),   # Nuclio copies the one given to the other; sluice's
+                                       # unset max already means "the same as min"
+    ({"maxReplicas": 3}, (3, 3)),
+    ({"minReplicas": 1, "maxReplicas": 4}, (1, 4)),
+])
+def test_replica_rules_follow_nuclio(fields, expected):
+    spec = parse_spec(from_nuclio(nuclio_function(**fields)))
+    assert (spec.replicas.min, spec.replicas.max) == expected
+
+
+def test_hyphenated_handler_module_from_nuclio_jupyter():
+    spec = parse_spec(from_nuclio(nuclio_function(handler="scorer-nuclio:handler")))
+    assert spec.handler_module == "scorer-nuclio"
+
+
+def test_batching_without_timeout_takes_nuclios_default():
+    config = nuclio_function(triggers={"h": {"kind": "http", "batch": {"mode": "enable"}}})
+    batching = parse_spec(from_nuclio(config)).triggers["h"].batching
+    assert batching is not None and batching.timeout_ms == 1000.0 and batching.batch_size == 10
