@@ -1,7 +1,8 @@
 """The platform's REST API (Starlette): the CLI, the Python client and notebooks talk to this.
 
 Reads are open on the loopback interface; anything that changes state or runs code (every method
-but GET/HEAD) needs ``Authorization: Bearer <token>`` from ``$SLUICE_HOME/token``. Errors are
+but GET/HEAD, and invoke with any method) needs ``Authorization: Bearer <token>`` from
+``$SLUICE_HOME/token``. Errors are
 ``{"error": "..."}`` with a fitting status; a traceback is never the interface.
 """
 
@@ -49,11 +50,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Starlette:
     """The API bound to one platform; ``info`` is what ``GET /api/info`` reports."""
 
-    def guarded(endpoint: Endpoint) -> Endpoint:
+    def guarded(endpoint: Endpoint, always: bool = False) -> Endpoint:
         async def wrapper(request: Request) -> Response:
             method = request.method
             try:
-                if method not in ("GET", "HEAD") and not _authorized(request, token):
+                needs_token = always or method not in ("GET", "HEAD")
+                if needs_token and not _authorized(request, token):
                     response = error_response(
                         401, "missing or wrong API token: send 'Authorization: Bearer <token>' "
                         "(the CLI reads it from $SLUICE_HOME/token)")
@@ -137,8 +139,9 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
         Route("/api/functions/{name}", guarded(get_function), methods=["GET"]),
         Route("/api/functions/{name}", guarded(delete_function), methods=["DELETE"]),
         Route("/api/functions/{name}/scale", guarded(scale), methods=["POST"]),
-        Route("/api/functions/{name}/invoke", guarded(invoke), methods=methods),
-        Route("/api/functions/{name}/invoke/{path:path}", guarded(invoke), methods=methods),
+        Route("/api/functions/{name}/invoke", guarded(invoke, always=True), methods=methods),
+        Route("/api/functions/{name}/invoke/{path:path}", guarded(invoke, always=True),
+              methods=methods),
         Route("/api/functions/{name}/logs", guarded(logs), methods=["GET"]),
         Route("/metrics", guarded(prometheus), methods=["GET"]),
     ]

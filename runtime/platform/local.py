@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -75,6 +76,8 @@ class LocalPlatform:
         self._client: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._scheduler: Scheduler | None = None
+        self._reserved: dict[str, int] = {}  # highest generation handed out per function
+        self._trigger_token = secrets.token_hex(16)  # signs cron deliveries to workers
 
     @property
     def store(self) -> Store:
@@ -137,10 +140,7 @@ class LocalPlatform:
             raise SpecError(f"triggers.{name}: a cron trigger is delivered over the function's "
                             "HTTP port; add an http trigger (job functions run without one "
                             "once they land)")
-        existing = self.functions.get(spec.name)
-        record = self.store.get(spec.name)
-        generation = max(existing.generation if existing else 0,
-                         record.generation if record else 0) + 1
+        generation = self._reserve_generation(spec.name)
         source_dir: Path | None = None
         if spec.source is not None:
             source_dir = self._source_dir(spec.name, generation)
@@ -148,6 +148,17 @@ class LocalPlatform:
             (source_dir / spec.source.filename).write_bytes(spec.source.text())
             spec = spec.with_changes(source=None)
         return await self._deploy(spec, source_dir, generation=generation)
+
+    def _reserve_generation(self, name: str) -> int:
+        """The next generation number, taken now so that concurrent deploys never share one
+        (each writes its own source folder before waiting for the function's lock)."""
+        existing = self.functions.get(name)
+        record = self.store.get(name)
+        generation = max(existing.generation if existing else 0,
+                         record.generation if record else 0,
+                         self._reserved.get(name, 0)) + 1
+        self._reserved[name] = generation
+        return generation
 
     async def _deploy(
         self,
@@ -163,6 +174,9 @@ class LocalPlatform:
             fn = Deployed(spec, generation, FunctionLog(path, spec.name), created or time.time())
             self.functions[spec.name] = fn
         async with fn.lock:
+            if self.functions.get(spec.name) is not fn:  # deleted while this deploy waited
+                raise NotFoundError(f"function {spec.name!r} was deleted while this deploy "
+                                    "waited; deploy it again")
             return await self._roll_out(fn, spec, source_dir, generation, port)
 
     async def _roll_out(
@@ -196,11 +210,13 @@ class LocalPlatform:
             )
             (self.settings.functions_dir / spec.name).mkdir(parents=True, exist_ok=True)
             await workers.start()
-        except (DeployError, OSError) as exc:
+        except Exception as exc:  # DeployError, OSError, or anything unforeseen: never stuck
             if new_sock is not None:
                 new_sock.close()
             metrics.DEPLOYS.labels("failed").inc()
             message = f"generation {generation} failed to start: {exc}"
+            if not isinstance(exc, DeployError | OSError):
+                message = f"generation {generation} failed: {type(exc).__name__}: {exc}"
             fn.log.event("error", message, generation=generation)
             if previous is not None:
                 self._move(fn, FunctionState.READY, message)
@@ -239,6 +255,7 @@ class LocalPlatform:
             status = self._status(fn)
             if status.endpoint is None:
                 raise PlatformError("the function has no HTTP endpoint")
+            headers = {**headers, "X-Sluice-Trigger-Token": self._trigger_token}
             response = await client.request(method, status.endpoint + path, headers=headers,
                                             content=body, timeout=timeout)
             return response.status_code
@@ -302,6 +319,7 @@ class LocalPlatform:
                 platform_url=self.api_url,
                 metrics_dir=str(metrics_dir),
                 kafka=kafka,
+                trigger_token=self._trigger_token,
             ))
         return configs
 
@@ -454,9 +472,9 @@ class LocalPlatform:
             raise SpecError("scale: give replicas, workers or both")
         spec = fn.spec.with_changes(**changes)
         source_dir = self._source_dir(name, fn.generation)
-        generation = fn.generation + 1
+        generation = self._reserve_generation(name)
         if source_dir.exists():
-            shutil.copytree(source_dir, self._source_dir(name, generation))
+            shutil.copytree(source_dir, self._source_dir(name, generation), dirs_exist_ok=True)
             source_dir = self._source_dir(name, generation)
         return await self._deploy(spec, source_dir if source_dir.exists() else None,
                                   generation=generation)

@@ -90,6 +90,13 @@ class Scheduler:
                 running = self._start(function, name, deliver, request, log, timeout, fire)
             self.store.set_last_fire(function, name, fire.timestamp())
             fire = schedule.next_fire(fire)
+            now = datetime.now(UTC)
+            if fire < now:  # the machine slept or the clock jumped: no burst of stale fires
+                skipped = len(schedule.missed(fire, now)) + 1
+                MISSED.labels(function, name).inc(skipped)
+                log.event("warn", f"cron {name}: skipped {skipped} fire(s) the scheduler could "
+                          "not make in time (suspended, or the clock moved)", trigger=name)
+                fire = schedule.next_fire(now)
 
     def _start(self, function: str, name: str, deliver: Deliver,
                request: tuple[str, str, dict[str, str], bytes], log: FunctionLog,

@@ -26,7 +26,8 @@ from sluice.worker.config import EXIT_OK, EXIT_RECYCLED, WorkerConfig
 from .logs import FunctionLog
 
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
+# a worker drains HTTP (up to 30 s) then its Kafka triggers (up to 30 s): give it both
+STOP_TIMEOUT = 65.0
 STABLE_AFTER = 30.0  # a worker up this long has its failure count reset
 
 
@@ -95,6 +96,9 @@ class WorkerProcess:
                 env=env,
                 start_new_session=True,  # its own process group: stop() signals all it started
             )
+        except BaseException:
+            os.close(control_r)
+            raise
         finally:
             os.close(control_w)
         self.started_at = time.monotonic()
@@ -162,9 +166,10 @@ class WorkerProcess:
         await asyncio.gather(*self._pumps, return_exceptions=True)
         return code
 
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM (the worker drains), then SIGKILL to its whole group after ``timeout``."""
-        self.stopping = True
+    async def stop(self, timeout: float = STOP_TIMEOUT, final: bool = True) -> None:
+        """SIGTERM (the worker drains), then SIGKILL to its whole group after ``timeout``.
+        ``final=False``: a failed restart being cleared away; its keeper goes on restarting."""
+        self.stopping = final
         process = self.process
         if process is None or process.returncode is not None:
             return
@@ -270,9 +275,14 @@ class WorkerSet:
             try:
                 await fresh.start(self.lifeline_fd, self.listen_fd)
                 await fresh.wait_ready()
-            except DeployError as exc:
+            except Exception as exc:  # keep trying with back-off, whatever went wrong
                 self.log.event("error", f"worker {config.worker_id} failed to restart: {exc}",
                                worker=config.worker_id)
+                await fresh.stop(5.0, final=False)  # e.g. stuck in init_context: not left running
+                if fresh.process is None:  # it never started: there is nothing to wait for
+                    failures += 1
+                    await asyncio.sleep(restart_delay(failures))
+                    self.workers[config.worker_id] = worker
                 continue
             self.ready.add(config.worker_id)
             self.on_change()

@@ -38,6 +38,7 @@ class WorkerConfig:
     parent_fd: int | None = None
     platform_url: str | None = None
     metrics_dir: str | None = None
+    trigger_token: str | None = None  # proves an HTTP request is the platform's (cron) delivery
     # one sluice.triggers.kafka.settings.KafkaSettings (as a dict) per Kafka trigger
     kafka: list[dict[str, Any]] = field(default_factory=list)
 

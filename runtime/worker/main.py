@@ -167,6 +167,7 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
         metrics=metrics,
         metrics_page=metrics_page,
         log=log,
+        trigger_token=config.trigger_token,
     )
     try:
         sock = _listening_socket(config)

@@ -69,6 +69,8 @@ def start_watchdog(target: Watched, timeout: float, function: str, worker: int) 
             started = target.busy_since
             if started and time.monotonic() - started > timeout:
                 fd = target.busy_fd
+                if target.busy_since != started:  # it finished just now: not stuck after all
+                    continue
                 line = dumps({"level": "error", "function": function, "worker": worker,
                               "message": f"handler did not finish within {timeout:g}s; "
                                          "answered 504 and recycling the worker"})

@@ -292,3 +292,10 @@ def test_logs_follow_streams_new_lines_as_they_happen(daemon: Daemon):
         follower.wait()
         assert follower.stdout is not None
         follower.stdout.close()
+
+
+def test_invoking_through_the_api_needs_the_token_even_with_get(daemon: Daemon):
+    daemon.deploy(ECHO, "guarded")
+    assert httpx.get(f"{daemon.api}/api/functions/guarded/invoke").status_code == 401
+    ok = httpx.get(f"{daemon.api}/api/functions/guarded/invoke", headers=daemon.headers)
+    assert ok.status_code == 200

@@ -245,3 +245,42 @@ def test_drain_callback_runs_when_the_worker_drains(start_worker, tmp_path: Path
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(timeout=15) == 0
     assert marker.read_text() == "drained"
+
+
+def test_pipelined_requests_answered_at_once_do_not_stall_the_connection(start_worker):
+    worker = start_worker(f"{H}:async_echo")
+    port = int(worker.url.rsplit(":", 1)[1])
+    bad = b"{nope"
+    requests = (
+        b'POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n'
+        b'\r\n{"n":1}'
+        + b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        + b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(bad)).encode() + b"\r\n\r\n" + bad
+        + b'POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n'
+        b'\r\n{"n":4}'
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(requests)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 4:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+    statuses = re.findall(rb"HTTP/1.1 (\d{3})", data)
+    assert statuses == [b"200", b"200", b"400", b"200"]
+    assert data.rstrip().endswith(b'"body":{"n":4}}')
+
+
+def test_oversized_headers_get_431(start_worker):
+    worker = start_worker(f"{H}:echo")
+    response = httpx.get(worker.url, headers={"x-big": "a" * 70_000})
+    assert response.status_code == 431
+    assert "over the limit" in response.json()["error"]
+
+
+def test_a_client_cannot_pass_itself_off_as_a_cron_fire(start_worker):
+    worker = start_worker(f"{H}:describe")
+    seen = httpx.post(worker.url, content=b"x", headers={"X-Sluice-Trigger": "cron/nightly",
+                                                         "X-Sluice-Trigger-Token": "guess"}).json()
+    assert seen["trigger_kind"] == "http"

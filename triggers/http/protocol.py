@@ -21,6 +21,8 @@ from .events import Headers
 if TYPE_CHECKING:
     from .server import HttpServer
 
+MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; past it: 431
+
 
 class Request:
     """A parsed request waiting for its turn on the connection."""
@@ -51,6 +53,7 @@ class HttpConnection(asyncio.Protocol):
         self.header_list: list[tuple[bytes, bytes]] = []
         self.body_parts: list[bytes] = []
         self.body_size = 0
+        self.head_size = 0
         self.rejected = False
         self.busy = False  # a request of this connection is being handled
         self.pending: deque[Request] = deque()
@@ -98,6 +101,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.head_size = 0
         self.url = b""
         self.header_list = []
         self.body_parts = []
@@ -105,9 +109,21 @@ class HttpConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD_BYTES:
+            self.reject_head()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_list.append((name, value))
+        self.head_size += len(name) + len(value)
+        if self.head_size > MAX_HEAD_BYTES:
+            self.reject_head()
+
+    def reject_head(self) -> None:
+        if not self.rejected:
+            self.rejected = True
+            self.send(error_reply(431, f"request line and headers are over the limit of "
+                                       f"{MAX_HEAD_BYTES} bytes"), keep_alive=False)
 
     def on_headers_complete(self) -> None:
         limit = self.server.limits.max_request_body_size
@@ -171,11 +187,13 @@ class HttpConnection(asyncio.Protocol):
         """Send the reply of an asynchronously handled request and start the next one."""
         self.busy = False
         self.send(reply, request.keep_alive, head_only=request.method == "HEAD")
-        if self.closing:
-            return
-        if self.pending:
+        # requests answered at once (metrics, 400, 503) leave the connection idle again: go on
+        # until one is in flight or none waits
+        while self.pending and not self.busy and not self.closing:
             self.server.dispatch(self, self.pending.popleft())
-        elif self.transport is not None and not self.write_paused:
+        if not self.busy and not self.closing and self.transport is not None and (
+            not self.write_paused
+        ):
             self.transport.resume_reading()
 
     def send(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,8 +78,11 @@ class HttpServer:
         metrics: RequestMetrics | None = None,
         metrics_page: Callable[[], bytes] | None = None,
         log: Callable[..., None] | None = None,
+        trigger_token: str | None = None,
     ) -> None:
         self.runner = runner
+        # only the platform knows it: a client cannot pass its request off as a cron fire
+        self.trigger_token = trigger_token
         self.limits = limits
         self.trigger = TriggerInfo("http", trigger_name)
         self.metrics = metrics
@@ -115,9 +119,12 @@ class HttpServer:
         trigger = self.trigger
         routed = request.headers.get("X-Sluice-Trigger")
         if routed is not None:  # the platform delivering another trigger's event (cron/<name>)
-            kind, _, name = routed.partition("/")
-            trigger = TriggerInfo(kind, name)
+            proof = request.headers.get("X-Sluice-Trigger-Token", "")
             dict.pop(request.headers, "X-Sluice-Trigger", None)
+            dict.pop(request.headers, "X-Sluice-Trigger-Token", None)
+            if self.trigger_token and hmac.compare_digest(proof, self.trigger_token):
+                kind, _, name = routed.partition("/")
+                trigger = TriggerInfo(kind, name)
         try:
             event = make_event(trigger, request.method, request.url, request.headers,
                                request.body)
@@ -157,12 +164,17 @@ class HttpServer:
             self._idle.set()
 
     async def _run_async(self, conn: HttpConnection, request: Request, event: Event) -> None:
+        reply = error_reply(503, "the worker is stopping; retry")
         try:
             reply = await self.runner.run_async(event)
+        except BaseException as exc:  # the connection must get an answer whatever happened
+            if not isinstance(exc, asyncio.CancelledError):
+                reply = error_reply(500, f"internal error: {type(exc).__name__}: {exc}")
+            raise
         finally:
             self._leave()
-        self._count(request, reply)
-        conn.finish(reply, request)
+            self._count(request, reply)
+            conn.finish(reply, request)
 
     def _respond(
         self,
@@ -209,8 +221,15 @@ class HttpServer:
     async def _run_batch_async(
         self, batch: list[tuple[HttpConnection, Request, Event]], events: list[Event]
     ) -> None:
-        replies = await self.runner.run_batch_async(events)
-        self._deliver_batch(batch, replies)
+        replies = [error_reply(503, "the worker is stopping; retry")]
+        try:
+            replies = await self.runner.run_batch_async(events)
+        except BaseException as exc:  # every connection of the batch must get an answer
+            if not isinstance(exc, asyncio.CancelledError):
+                replies = [error_reply(500, f"internal error: {type(exc).__name__}: {exc}")]
+            raise
+        finally:
+            self._deliver_batch(batch, replies)
 
     def _deliver_batch(
         self, batch: list[tuple[HttpConnection, Request, Event]], replies: list[Reply]

@@ -215,9 +215,13 @@ class KafkaTriggerLoop:
             def on_partitions_assigned(self, assigned: Any) -> None:
                 pass
 
-        self._producer = KafkaProducer(**self.settings.producer_config())
         consumer = KafkaConsumer(**self.settings.consumer_config())
-        consumer.subscribe(self.settings.topics, listener=Listener())
+        try:
+            consumer.subscribe(self.settings.topics, listener=Listener())
+            self._producer = KafkaProducer(**self.settings.producer_config())
+        except BaseException:
+            consumer.close(autocommit=False)  # a retry makes new clients: leak none
+            raise
         self._consumer = consumer
         self.log("info", f"kafka trigger {self.settings.trigger}: consuming "
                  f"{', '.join(self.settings.topics)} as group {self.settings.group}")
@@ -302,13 +306,15 @@ class KafkaTriggerLoop:
         replies = await self._with_retries(functools.partial(self._call_batch, events))
         by_id = {r.event_id: r for r in replies if r.event_id is not None}
         in_order = len(replies) == len(events) and not by_id
+        shared = replies[0] if len(replies) == 1 and replies[0].event_id is None else None
         for i, (tp, record, event) in enumerate(pairs):
             reply = by_id.get(event.id) or (replies[i] if in_order else None)
-            if reply is None:  # a batch answer for all, or a list that does not match
-                reply = replies[0] if len(replies) == 1 else Reply(200, b"")
-                produce = i == 0 and len(replies) == 1
-            else:
-                produce = True
+            produce = True
+            if reply is None and shared is not None:  # one answer for the whole batch
+                reply, produce = shared, i == 0
+            if reply is None:  # a list that does not match the events: not handled
+                reply = Reply(500, f"the batch handler returned no response for event "
+                                   f"{event.id}".encode())
             self._settle(tp, record, event, reply, produce=produce)
 
     def _settle(self, tp: Any, record: Any, event: Event, reply: Reply,
