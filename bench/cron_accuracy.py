@@ -12,20 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
+from platform_process import Platform
 from recording import record  # noqa: E402 - bench/ is on sys.path when run as a script
-
-from sluice.platform.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 100.0
@@ -46,35 +41,21 @@ async def bare_timer(fires: int) -> list[float]:
 
 
 def sluice_fires(fires: int, tmp: Path) -> list[float]:
-    port = free_port()
-    env = {**os.environ, "SLUICE_HOME": str(tmp / "home"), "SLUICE_API_PORT": str(port)}
-    cli = [sys.executable, "-m", "sluice.cli"]
     fires_file = tmp / "fires.jsonl"
     (tmp / "cron_handler.py").write_text((ROOT / "bench/apps/cron_handler.py").read_text())
     (tmp / "fn.yaml").write_text(yaml.safe_dump({
         "name": "tick", "handler": "cron_handler:handler", "env": {"FIRES_FILE": str(fires_file)},
         "triggers": {"web": {"kind": "http"}, "tick": {"kind": "cron", "interval": "1s"}}}))
-    daemon = subprocess.Popen(cli + ["up", "--no-broker"], env=env, stdout=subprocess.DEVNULL)
+    platform = Platform(tmp / "home", "--no-broker")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        subprocess.run(cli + ["deploy", str(tmp / "fn.yaml")], env=env, check=True,
-                       capture_output=True)
+        platform.run("deploy", str(tmp / "fn.yaml"))
         while not fires_file.exists() or len(fires_file.read_text().splitlines()) < fires:
             time.sleep(0.5)
             print(f"  {len(fires_file.read_text().splitlines()) if fires_file.exists() else 0}"
                   f"/{fires} fires", file=sys.stderr, end="\r", flush=True)
         print(file=sys.stderr)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        platform.stop()
     return [json.loads(line)["late_ms"] for line in fires_file.read_text().splitlines()][:fires]
 
 

@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from platform_process import Platform
 from recording import record  # noqa: E402 - bench/ is on sys.path when run as a script
 
-from sluice.platform.broker import EmbeddedBroker, free_port
+from sluice.platform.broker import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = ROOT / "bench" / "apps" / "kafka_handlers.py"
@@ -105,34 +102,9 @@ def bare_loop(bootstrap: str, topic: str, group: str, total: int) -> None:
         consumer.close(autocommit=False)
 
 
-class Platform:
-    """`sluice up` with SLUICE_KAFKA_BOOTSTRAP pointing at our broker."""
-
-    def __init__(self, home: Path, bootstrap: str) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "SLUICE_HOME": str(home), "SLUICE_API_PORT": str(self.port),
-                    "SLUICE_KAFKA_BOOTSTRAP": bootstrap}
-        self.cli = [sys.executable, "-m", "sluice.cli"]
-        self.process = subprocess.Popen(self.cli + ["up"], env=self.env,
-                                        stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/health", timeout=1)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def deploy(self, name: str, handler: str, trigger: str) -> None:
-        subprocess.run(self.cli + ["deploy", str(HANDLERS), "--name", name, "--handler",
-                                   handler, "--trigger", trigger], env=self.env, check=True,
-                       capture_output=True)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(60)
+def deploy(platform: Platform, name: str, handler: str, trigger: str) -> None:
+    platform.run("deploy", str(HANDLERS), "--name", name, "--handler", handler, "--trigger",
+                 trigger)
 
 
 def offered_load(bootstrap: str, topic: str, rate: float, seconds: float) -> int:
@@ -192,10 +164,10 @@ def main() -> int:
             thread.join()
             print(f"bare kafka-python: {bare_rate:,.0f} msg/s", file=sys.stderr, flush=True)
 
-            sluice = Platform(Path(tmp) / "home", bootstrap)
-            sluice.deploy("noop", "noop_batch",
-                          f"kafka:topic=sluice-in,group=sluice,batch=true,max_batch_size={BATCH},"
-                          f"{group_opts}")
+            sluice = Platform(Path(tmp) / "home", env={"SLUICE_KAFKA_BOOTSTRAP": bootstrap})
+            deploy(sluice, "noop", "noop_batch",
+                   f"kafka:topic=sluice-in,group=sluice,batch=true,max_batch_size={BATCH},"
+                   f"{group_opts}")
             sluice_rate = observe(bootstrap, "sluice", "sluice-in", total)
             print(f"sluice no-op batch: {sluice_rate:,.0f} msg/s", file=sys.stderr, flush=True)
 
@@ -203,18 +175,18 @@ def main() -> int:
             produce_total = max(total // 4, 1000)
             create_topic(bootstrap, "max-in")
             fill(bootstrap, "max-in", produce_total)
-            sluice.deploy("producer", "stamp",
-                          f"kafka:topic=max-in,group=producer,output=max-out,"
-                          f"max_batch_size={BATCH},{group_opts}")
+            deploy(sluice, "producer", "stamp",
+                   f"kafka:topic=max-in,group=producer,output=max-out,"
+                   f"max_batch_size={BATCH},{group_opts}")
             produce_rate = observe(bootstrap, "producer", "max-in", produce_total)
             print(f"sluice handler+produce: {produce_rate:,.0f} msg/s", file=sys.stderr,
                   flush=True)
             # ... then half of it offered at a steady rate, for end-to-end latency
             create_topic(bootstrap, "lat-in")
             create_topic(bootstrap, "lat-out")
-            sluice.deploy("stamper", "stamp",
-                          f"kafka:topic=lat-in,group=stamper,output=lat-out,"
-                          f"max_batch_size={BATCH},max_wait_ms=5,{group_opts}")
+            deploy(sluice, "stamper", "stamp",
+                   f"kafka:topic=lat-in,group=stamper,output=lat-out,"
+                   f"max_batch_size={BATCH},max_wait_ms=5,{group_opts}")
             time.sleep(5)  # the group has formed
             rate = produce_rate / 2
             sent = offered_load(bootstrap, "lat-in", rate, args.latency_seconds)
