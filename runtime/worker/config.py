@@ -32,6 +32,7 @@ class WorkerConfig:
     max_connections: int = 10_000
     batch_size: int = 0
     batch_timeout: float = 0.01
+    idle_timeout: float = 60.0
     drain_timeout: float = 30.0
     # talking to the supervisor: we write JSON lines to control_fd; EOF on parent_fd means it died
     control_fd: int | None = None

@@ -34,6 +34,8 @@ def _parse_args(argv: list[str] | None) -> WorkerConfig:
     parser.add_argument("--max-body", type=int, default=4 * 1024 * 1024, help="bytes")
     parser.add_argument("--batch-size", type=int, default=0, help="Nuclio HTTP batching mode")
     parser.add_argument("--batch-timeout-ms", type=float, default=10.0)
+    parser.add_argument("--idle-timeout", type=float, default=60.0,
+                        help="seconds before an idle connection is closed")
     args = parser.parse_args(argv)
     if args.config:
         return WorkerConfig.from_file(args.config)
@@ -53,6 +55,7 @@ def _parse_args(argv: list[str] | None) -> WorkerConfig:
         max_request_body_size=args.max_body,
         batch_size=args.batch_size,
         batch_timeout=args.batch_timeout_ms / 1000,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -162,6 +165,7 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
             max_connections=config.max_connections,
             batch_size=config.batch_size,
             batch_timeout=config.batch_timeout,
+            idle_timeout=config.idle_timeout,
         ),
         trigger_name=config.http_trigger or "http",
         metrics=metrics,

@@ -284,3 +284,13 @@ def test_a_client_cannot_pass_itself_off_as_a_cron_fire(start_worker):
     seen = httpx.post(worker.url, content=b"x", headers={"X-Sluice-Trigger": "cron/nightly",
                                                          "X-Sluice-Trigger-Token": "guess"}).json()
     assert seen["trigger_kind"] == "http"
+
+
+def test_idle_and_trickling_connections_are_closed(start_worker):
+    worker = start_worker(f"{H}:echo", "--idle-timeout", "0.5")
+    port = int(worker.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        time.sleep(1.5)
+        assert sock.recv(1024) == b""  # closed by the worker
+    assert worker.post(content=b"still serving").content == b"still serving"

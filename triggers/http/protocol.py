@@ -59,6 +59,7 @@ class HttpConnection(asyncio.Protocol):
         self.pending: deque[Request] = deque()
         self.closing = False
         self.write_paused = False
+        self.last_active = self.loop.time()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,6 +80,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -211,7 +213,9 @@ class HttpConnection(asyncio.Protocol):
             transport.close()
 
     def close_if_idle(self) -> bool:
-        if not self.busy and not self.pending and self.transport is not None:
+        if not self.busy and not self.pending and self.transport is not None and (
+            self.server.runner.busy_fd != self.fd
+        ):
             self.closing = True
             self.transport.close()
             return True

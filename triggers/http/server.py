@@ -30,6 +30,9 @@ class HttpLimits:
     max_connections: int = 10_000
     batch_size: int = 0  # 0: no batching; else Nuclio's HTTP batching mode
     batch_timeout: float = 0.01
+    # a connection with nothing in flight and no bytes for this long is closed (idle keep-alive,
+    # or a client trickling its headers); swept every few seconds, off the request path
+    idle_timeout: float = 60.0
 
 
 class RequestMetrics:
@@ -102,6 +105,16 @@ class HttpServer:
         self._server = await self.loop.create_server(
             lambda: HttpConnection(self), sock=sock, backlog=2048
         )
+        self._sweep_period = max(0.05, min(5.0, self.limits.idle_timeout / 4))
+        self.loop.call_later(self._sweep_period, self._sweep_idle)
+
+    def _sweep_idle(self) -> None:
+        cutoff = self.loop.time() - self.limits.idle_timeout
+        for conn in list(self.connections):
+            if conn.last_active < cutoff:
+                conn.close_if_idle()
+        if not self.draining:
+            self.loop.call_later(self._sweep_period, self._sweep_idle)
 
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, conn: HttpConnection, request: Request) -> None:
