@@ -319,6 +319,8 @@ class LocalPlatform:
                 platform_url=self.api_url,
                 metrics_dir=str(metrics_dir),
                 kafka=kafka,
+                # in-flight handlers may take their whole timeout: drain that long (at most 5 min)
+                drain_timeout=min(max(spec.timeout + 1.0, 5.0), 300.0),
                 trigger_token=self._trigger_token,
             ))
         return configs

@@ -26,7 +26,7 @@ from sluice.worker.config import EXIT_OK, EXIT_RECYCLED, WorkerConfig
 from .logs import FunctionLog
 
 READY_TIMEOUT = 60.0
-# a worker drains HTTP (up to 30 s) then its Kafka triggers (up to 30 s): give it both
+# a lone worker's stop; a WorkerSet gives each worker twice its drain timeout (HTTP, then Kafka)
 STOP_TIMEOUT = 65.0
 STABLE_AFTER = 30.0  # a worker up this long has its failure count reset
 
@@ -287,7 +287,10 @@ class WorkerSet:
             self.ready.add(config.worker_id)
             self.on_change()
 
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Drain every worker: HTTP then Kafka, each up to its drain timeout, then SIGKILL."""
+        if timeout is None:
+            timeout = 2 * max((c.drain_timeout for c in self.configs), default=30.0) + 5
         self.stopping = True
         for task in self._keepers:
             task.cancel()

@@ -294,3 +294,20 @@ def test_idle_and_trickling_connections_are_closed(start_worker):
         time.sleep(1.5)
         assert sock.recv(1024) == b""  # closed by the worker
     assert worker.post(content=b"still serving").content == b"still serving"
+
+
+def test_a_refused_pipelined_request_is_answered_after_the_one_before_it(start_worker):
+    worker = start_worker(f"{H}:async_sleepy", "--max-body", "100")
+    port = int(worker.url.rsplit(":", 1)[1])
+    requests = (b"GET /?seconds=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"x" * 500)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(requests)
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert re.findall(rb"HTTP/1.1 (\d{3})", data) == [b"200", b"413"]
+    assert b"woke up" in data

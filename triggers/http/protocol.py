@@ -27,10 +27,11 @@ MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; past it: 431
 class Request:
     """A parsed request waiting for its turn on the connection."""
 
-    __slots__ = ("method", "url", "headers", "body", "keep_alive", "started")
+    __slots__ = ("method", "url", "headers", "body", "keep_alive", "started", "refusal")
 
     def __init__(
-        self, method: str, url: str, headers: Headers, body: bytes, keep_alive: bool, started: float
+        self, method: str, url: str, headers: Headers, body: bytes, keep_alive: bool,
+        started: float, refusal: Reply | None = None,
     ) -> None:
         self.method = method
         self.url = url
@@ -38,6 +39,7 @@ class Request:
         self.body = body
         self.keep_alive = keep_alive
         self.started = started
+        self.refusal = refusal  # an error to answer in this request's turn, then close
 
 
 class HttpConnection(asyncio.Protocol):
@@ -84,11 +86,11 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.send(error_reply(400, "protocol upgrades are not supported"), keep_alive=False)
+            self.refuse(error_reply(400, "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
             if not self.rejected:
                 reason = str(exc) or type(exc).__name__
-                self.send(error_reply(400, f"malformed HTTP request: {reason}"), keep_alive=False)
+                self.refuse(error_reply(400, f"malformed HTTP request: {reason}"))
 
     def pause_writing(self) -> None:
         # the client is not reading its responses: stop reading its requests
@@ -123,9 +125,8 @@ class HttpConnection(asyncio.Protocol):
 
     def reject_head(self) -> None:
         if not self.rejected:
-            self.rejected = True
-            self.send(error_reply(431, f"request line and headers are over the limit of "
-                                       f"{MAX_HEAD_BYTES} bytes"), keep_alive=False)
+            self.refuse(error_reply(431, f"request line and headers are over the limit of "
+                                         f"{MAX_HEAD_BYTES} bytes"))
 
     def on_headers_complete(self) -> None:
         limit = self.server.limits.max_request_body_size
@@ -172,12 +173,19 @@ class HttpConnection(asyncio.Protocol):
 
     # -- helpers ---------------------------------------------------------------------------
     def reject_too_large(self, size: int) -> None:
-        self.rejected = True
         limit = self.server.limits.max_request_body_size
-        self.send(
-            error_reply(413, f"request body of {size} bytes is over the limit of {limit} bytes"),
-            keep_alive=False,
-        )
+        self.refuse(
+            error_reply(413, f"request body of {size} bytes is over the limit of {limit} bytes"))
+
+    def refuse(self, reply: Reply) -> None:
+        """Answer an unusable request and close, after any earlier request's answer."""
+        self.rejected = True
+        if self.busy or self.pending:  # keep the order: it waits its turn
+            self.pending.append(Request("", "", Headers(), b"", False, self.loop.time(), reply))
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self.send(reply, keep_alive=False)
 
     def begin(self) -> None:
         """A request is now being handled asynchronously; later ones wait."""

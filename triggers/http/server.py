@@ -118,6 +118,9 @@ class HttpServer:
 
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, conn: HttpConnection, request: Request) -> None:
+        if request.refusal is not None:
+            self._respond(conn, request, request.refusal)
+            return
         if self.inflight >= self.limits.max_inflight:
             self._respond(conn, request, error_reply(
                 503, f"worker has {self.inflight} requests in flight (limit "
