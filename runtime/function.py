@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .client import Client
+from .outputs import encode_body
 from .packaging import spec_from_path
 from .spec import FunctionSpec, HttpTrigger, parse_spec
 
@@ -85,11 +85,9 @@ class Function:
     ) -> tuple[int, dict[str, str], bytes]:
         """Call the deployed function; dict/list bodies are sent as JSON."""
         all_headers = dict(headers or {})
-        if isinstance(body, dict | list):
-            raw = json.dumps(body).encode()
-            all_headers.setdefault("Content-Type", "application/json")
-        else:
-            raw = body.encode() if isinstance(body, str) else bytes(body)
+        raw, implied = encode_body(body)
+        if implied:
+            all_headers.setdefault("Content-Type", implied)
         return (client or Client()).invoke(self.name, raw, method, path, all_headers)
 
     def delete(self, client: Client | None = None) -> None:

@@ -40,8 +40,17 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=_JSON_OPTIONS)
 
 
-def _body_bytes(body: Any) -> tuple[bytes, str | None]:
-    """Encode a body; the second item is a content type implied by the body, if any."""
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` (with parameters) or any ``+json`` type: bodies to decode."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def encode_body(body: Any) -> tuple[bytes, str | None]:
+    """A body as bytes, and the content type it implies (JSON for a dict or list), if any.
+    Replies and requests alike: handler outputs, ``Function.invoke``, ``testing.Harness``."""
     if isinstance(body, bytes):
         return body, None
     if isinstance(body, str):
@@ -64,7 +73,7 @@ def to_reply(output: Any) -> Reply:
     if isinstance(output, bytes):
         return Reply(200, output, TEXT)
     if isinstance(output, Response):
-        body, implied = _body_bytes(output.body)
+        body, implied = encode_body(output.body)
         content_type = JSON if implied == JSON else (output.content_type or TEXT)
         headers = {str(k): str(v) for k, v in (output.headers or {}).items()}
         event_id = str(output.event_id) if output.event_id is not None else None
@@ -78,13 +87,13 @@ def to_reply(output: Any) -> Reply:
         return Reply(int(status), dumps(raw), JSON)
     if output is None:
         return Reply(200, b"", TEXT)
-    body, implied = _body_bytes(output)
+    body, implied = encode_body(output)
     return Reply(200, body, implied or TEXT)
 
 
 def exception_reply(exc: ExceptionWithResponse) -> Reply:
     """A handler's deliberate error response."""
-    body, implied = _body_bytes(exc.body)
+    body, implied = encode_body(exc.body)
     return Reply(int(exc.status_code), body, exc.content_type or implied or TEXT)
 
 

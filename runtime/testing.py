@@ -23,7 +23,7 @@ import orjson
 from nuclio_sdk import TriggerInfo
 
 from .handler import LoadedHandler, load_handler, run_init_context
-from .outputs import Reply
+from .outputs import Reply, encode_body
 from .worker.context import make_logger
 from .worker.runner import Runner
 
@@ -89,11 +89,9 @@ class Harness:
         raw_headers = Headers()
         for key, value in (headers or {}).items():
             dict.__setitem__(raw_headers, key.title(), value)
-        if isinstance(body, dict | list):
-            raw = orjson.dumps(body)
-            dict.setdefault(raw_headers, "Content-Type", "application/json")
-        else:
-            raw = body.encode() if isinstance(body, str) else bytes(body)
+        raw, implied = encode_body(body)
+        if implied:
+            dict.setdefault(raw_headers, "Content-Type", implied)
         event = make_event(TriggerInfo("http", "http"), method, path, raw_headers, raw)
         if self._loaded.is_async:
             reply = asyncio.run(self._runner.run_async(event))

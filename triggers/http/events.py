@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl
 import orjson
 from nuclio_sdk import Event, TriggerInfo
 
+from sluice.outputs import is_json
+
 
 class Headers(dict[str, str]):
     """Request headers keyed the way Nuclio's processor hands them over (``Content-Type``),
@@ -30,11 +32,6 @@ class Headers(dict[str, str]):
 
 class BadRequest(ValueError):
     """The request cannot become an event (the message is sent back as a 400)."""
-
-
-def is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 _ids = itertools.count(1)

@@ -133,9 +133,9 @@ class HttpServer:
             self._respond(conn, request, Reply(200, page, "text/plain; version=0.0.4"), count=False)
             return
         trigger = self.trigger
-        routed = request.headers.get("X-Sluice-Trigger")
+        routed = dict.get(request.headers, "X-Sluice-Trigger")  # keys are stored title-cased
         if routed is not None:  # the platform delivering another trigger's event (cron/<name>)
-            proof = request.headers.get("X-Sluice-Trigger-Token", "")
+            proof = dict.get(request.headers, "X-Sluice-Trigger-Token", "")
             dict.pop(request.headers, "X-Sluice-Trigger", None)
             dict.pop(request.headers, "X-Sluice-Trigger-Token", None)
             if self.trigger_token and hmac.compare_digest(proof, self.trigger_token):

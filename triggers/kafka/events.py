@@ -8,16 +8,11 @@ from typing import Any
 import orjson
 from nuclio_sdk import Event, TriggerInfo
 
+from sluice.outputs import is_json
+
 
 class Undecodable(ValueError):
     """The record's value is not what the trigger declares (e.g. bad JSON): it is dead-lettered."""
-
-
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
 
 
 def _text(raw: bytes | None) -> Any:
@@ -34,7 +29,7 @@ def record_event(record: Any, trigger: TriggerInfo, content_type: str | None, la
     ``event.key`` is the record key (str when it is UTF-8, else bytes)."""
     value: bytes = record.value if record.value is not None else b""
     body: Any = value
-    if _is_json(content_type):
+    if is_json(content_type):
         try:
             body = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
