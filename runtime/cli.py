@@ -75,9 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", help="stop a function and remove it")
     delete.add_argument("name")
 
-    from .kafka_cli import add_commands
+    from . import kafka_cli, runs_cli
 
-    add_commands(sub)
+    kafka_cli.add_commands(sub)
+    runs_cli.add_commands(sub)
 
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
@@ -110,9 +111,12 @@ def _function_rows(items: list[dict[str, Any]]) -> str:
     for item in items:
         st = item["status"]
         version = str(st["generation"]) + (f" ({st['version']})" if st.get("version") else "")
-        rows.append([st["name"], st["kind"], st["state"], str(st["replicas"]),
+        job = st["kind"] == "job"  # no workers: a process per run
+        rows.append([st["name"], st["kind"], st["state"], "-" if job else str(st["replicas"]),
+                     f"{st.get('runs_active', 0)} running" if job else
                      f"{st['workers_ready']}/{st['replicas'] * st['workers']}",
-                     ",".join(st["triggers"]) or "-", st["endpoint"] or "-", version])
+                     ",".join(st["triggers"]) or "-",
+                     f"sluice run {st['name']}" if job else st["endpoint"] or "-", version])
     return _table(rows)
 
 
@@ -178,9 +182,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"Deploying {spec.get('name')} from {args.path} ...", file=sys.stderr, flush=True)
     result = _client(args).deploy(spec)
     st = result["status"]
-    _print(args, result, f"{st['name']} is {st['state']} (generation {st['generation']}) at "
-                         f"{st['endpoint'] or 'no HTTP endpoint'} in "
-                         f"{time.monotonic() - started:.2f}s")
+    where = (f"start a run with `sluice run {st['name']}`" if st["kind"] == "job" else
+             f"at {st['endpoint'] or 'no HTTP endpoint'}")
+    _print(args, result, f"{st['name']} is {st['state']} (generation {st['generation']}) in "
+                         f"{time.monotonic() - started:.2f}s; {where}")
     return 0
 
 
@@ -259,6 +264,14 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return command(args, kafka)
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import runs_cli
+
+    command = {"run": runs_cli.cmd_run, "runs": runs_cli.cmd_runs,
+               "schedule": runs_cli.cmd_schedule}[args.command]
+    return command(args, _client(args))
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     _client(args).delete(args.name)
     print(f"{args.name} deleted")
@@ -277,6 +290,7 @@ COMMANDS = {
     "up": cmd_up, "info": cmd_info, "deploy": cmd_deploy, "get": cmd_get, "invoke": cmd_invoke,
     "logs": cmd_logs, "export": cmd_export, "delete": cmd_delete, "scale": cmd_scale,
     "topics": cmd_kafka, "produce": cmd_kafka, "consume": cmd_kafka,
+    "run": cmd_runs, "runs": cmd_runs, "schedule": cmd_runs,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import http.client
 import json
 from collections.abc import Iterator
@@ -110,12 +111,56 @@ class Client:
         return status, out_headers, out
 
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> Iterator[bytes]:
-        conn, response = self._open(
-            "GET", f"/api/functions/{quote(name)}/logs?tail={tail}&follow={int(follow)}", None,
-            None)
+        return self._lines(f"/api/functions/{quote(name)}/logs?tail={tail}&follow={int(follow)}")
+
+    # -- job runs and schedules ------------------------------------------------------------------
+    def run(self, name: str, params: dict[str, Any] | None = None, trigger: str = "api"
+            ) -> dict[str, Any]:
+        """Start a run of a job function; returns the run record (pending)."""
+        return dict(self._json("POST", f"/api/functions/{quote(name)}/runs",
+                               {"params": params or {}, "trigger": trigger}))
+
+    def runs(self, name: str | None = None, status: str | None = None, limit: int = 50
+             ) -> builtins.list[dict[str, Any]]:
+        query = f"?limit={limit}" + (f"&status={quote(status)}" if status else "")
+        if name:
+            return list(self._json("GET", f"/api/functions/{quote(name)}/runs{query}"))
+        return list(self._json("GET", f"/api/runs{query}"))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/runs/{quote(run_id)}"))
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/api/runs/{quote(run_id)}/cancel", {}))
+
+    def run_logs(self, run_id: str, tail: int = 0, follow: bool = False) -> Iterator[bytes]:
+        """A run's log lines; with ``follow`` the stream ends when the run does."""
+        return self._lines(f"/api/runs/{quote(run_id)}/logs?tail={tail}&follow={int(follow)}")
+
+    def wait_run(self, run_id: str) -> dict[str, Any]:
+        """Block until the run has finished; returns its record."""
+        for _ in self.run_logs(run_id, tail=1, follow=True):
+            pass
+        return self.get_run(run_id)
+
+    def schedules(self) -> builtins.list[dict[str, Any]]:
+        return list(self._json("GET", "/api/schedules"))
+
+    def pause(self, name: str, trigger: str | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", f"/api/functions/{quote(name)}/schedules/pause",
+                               {"trigger": trigger} if trigger else {}))
+
+    def resume(self, name: str, trigger: str | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", f"/api/functions/{quote(name)}/schedules/resume",
+                               {"trigger": trigger} if trigger else {}))
+
+    def _lines(self, path: str) -> Iterator[bytes]:
+        conn, response = self._open("GET", path, None, None)
         try:
             if response.status >= 400:
                 raise _error(response.status, response.read())
+            if "follow=1" in path and conn.sock is not None:
+                conn.sock.settimeout(None)  # a quiet run may print nothing for an hour
             while line := response.readline():
                 yield line
         finally:

@@ -27,10 +27,18 @@ def parse_trigger_option(text: str) -> tuple[str, dict[str, Any]]:
     lists = ("topics", "bootstrap_servers")
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, value = item.partition("=")
+        if not sep and kind == "cron" and isinstance(trigger.get("schedule"), str):
+            trigger["schedule"] += "," + item  # a list in a cron field: '0 6,18 * * *'
+            continue
         if not sep or not key:
             raise SpecError(f"--trigger {text!r}: {item!r} must be key=value")
         key = key.strip().replace("-", "_")
-        if key == "name":
+        value = value.strip()
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]  # quotes the shell left in place
+        if kind == "cron" and key in ("schedule", "interval", "timezone"):
+            trigger[key] = value  # text, never a number
+        elif key == "name":
             name = value
         elif kind == "kafka" and key in ("topic", *lists):
             # kafka:topic=events or topics=a+b (',' separates options, so '+' separates items)

@@ -116,3 +116,22 @@ def catch_up(schedule: CronSchedule, last: datetime | None, now: datetime, polic
     if starting_deadline is not None and now - latest > timedelta(seconds=starting_deadline):
         return None
     return latest
+
+
+def cron_action(policy: str, previous_running: bool) -> str:
+    """What a fire does, given whether the previous fire of its trigger still runs:
+    ``"fire"``, ``"skip"`` (forbid) or ``"replace"`` (stop the previous one, then fire), as a
+    Kubernetes CronJob's concurrencyPolicy.
+
+    >>> cron_action("forbid", previous_running=True), cron_action("forbid", False)
+    ('skip', 'fire')
+    >>> cron_action("replace", True), cron_action("allow", True)
+    ('replace', 'fire')
+    """
+    if not previous_running or policy == "allow":
+        return "fire"
+    if policy == "forbid":
+        return "skip"
+    if policy == "replace":
+        return "replace"
+    raise ValueError(f"unknown concurrency_policy {policy!r} (allow, forbid or replace)")

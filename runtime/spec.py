@@ -114,10 +114,13 @@ class CronTrigger(_Frozen):
     schedule: str | None = None  # 5-field cron, '@hourly', or '@every 30s'
     interval: str | None = None  # '30s', '1m30s' (Nuclio's interval attribute)
     timezone: str = "UTC"
-    concurrency_policy: Literal["allow", "forbid"] = "allow"
+    # as a Kubernetes CronJob: run beside a previous fire still running (allow), skip this fire
+    # (forbid), or cancel the previous run and start this one (replace: job functions only)
+    concurrency_policy: Literal["allow", "forbid", "replace"] = "allow"
     catch_up: Literal["skip", "once"] = "skip"
     starting_deadline: Annotated[float, Field(gt=0)] | None = None  # seconds
     event: CronEvent = CronEvent()
+    params: dict[str, Any] | None = None  # a job's run params (default: event.body if a mapping)
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> CronTrigger:
@@ -191,16 +194,50 @@ class FunctionSpec(_Frozen):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     triggers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]{0,62}$")], Trigger] = {}
     env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
-    timeout: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    # a handler call (http, serving) or one attempt of a run (job; default one hour)
+    timeout: Annotated[float, Field(gt=0, le=7 * 86_400)] = 60.0
+    # job runs: attempts after the first failed one, the first back-off (doubling, at most
+    # 10 minutes), and how long a stopped run may take to exit after SIGTERM before SIGKILL
     retries: Annotated[int, Field(ge=0, le=100)] = 0
+    retry_backoff: Annotated[float, Field(ge=0, le=600)] = 1.0
+    termination_grace: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    # job params and their defaults: a run may set only these, with values of the same type
+    params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.-]{0,62}$")], Any] = {}
     labels: dict[str, str] = {}
     source: Source | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _job_timeout_default(cls, data: Any) -> Any:
+        # a run-to-completion job (training, ETL) gets an hour, not a request's minute
+        if isinstance(data, dict) and data.get("kind") == "job" and "timeout" not in data:
+            return {**data, "timeout": 3600.0}
+        return data
+
     @model_validator(mode="after")
-    def _http_trigger_for_request_kinds(self) -> FunctionSpec:
+    def _triggers_fit_the_kind(self) -> FunctionSpec:
         http = [t for t in self.triggers.values() if t.kind == "http"]
         if len(http) > 1:
             raise ValueError("a function has at most one http trigger (all workers share its port)")
+        for name, trigger in self.triggers.items():
+            if self.kind == Kind.JOB and not isinstance(trigger, CronTrigger):
+                raise ValueError(f"triggers.{name}: a job function runs on demand (`sluice run`) "
+                                 f"or on a cron trigger; a {trigger.kind} trigger needs kind "
+                                 "http or serving")
+            if isinstance(trigger, CronTrigger) and self.kind != Kind.JOB:
+                if trigger.concurrency_policy == "replace":
+                    raise ValueError(f"triggers.{name}.concurrency_policy: 'replace' stops the "
+                                     "running fire, which only a job function can do (an HTTP "
+                                     "handler call cannot be stopped midway); use allow or "
+                                     "forbid, or kind: job")
+                if trigger.params is not None:
+                    raise ValueError(f"triggers.{name}.params: params are for job functions; "
+                                     "an http function gets the cron event's body")
+        if self.kind == Kind.JOB:
+            from .params import check_params
+
+            for name, trigger in self.cron_triggers.items():
+                check_params(self.params, cron_params(trigger), f"triggers.{name}.params")
         return self
 
     @property
@@ -233,6 +270,14 @@ class FunctionSpec(_Frozen):
         return parse_spec(data)
 
 
+def cron_params(trigger: CronTrigger) -> dict[str, Any]:
+    """What a cron fire passes to a job run: its params, else its event body if a mapping."""
+    if trigger.params is not None:
+        return dict(trigger.params)
+    body = trigger.event.body
+    return dict(body) if isinstance(body, dict) else {}
+
+
 _FIELD_HINTS = {
     "name": "a DNS label: lowercase letters, digits and '-', e.g. 'fraud-score'",
     "handler": "'module:function', e.g. 'main:handler'",
@@ -257,9 +302,14 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
             parts.append("kind")
             err = {**err, "msg": f"required: one of {', '.join(_TRIGGER_KINDS)}",
                    "type": "missing"}
+        message = err["msg"]
+        if err["type"] == "value_error":  # our own validators' words, without pydantic's prefix
+            message = str((err.get("ctx") or {}).get("error", message))
+            field_path = re.match(r"^((?:triggers|params|replicas)[\w.-]*): (.*)$", message)
+            if not parts and field_path:  # a whole-spec rule that names the field it is about
+                parts, message = [field_path.group(1)], field_path.group(2)
         loc = ".".join(str(part) for part in parts)
         where = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "spec")
-        message = err["msg"]
         if err["type"] == "extra_forbidden":
             parent = _model_at(err["loc"][:-1])
             allowed = ", ".join(parent.model_fields) if parent else ""

@@ -26,6 +26,7 @@ from sluice.spec import parse_spec
 from . import metrics
 from .base import InvokeRequest
 from .local import LocalPlatform
+from .runs_api import run_routes
 
 log = logging.getLogger("sluice.api")
 
@@ -144,6 +145,7 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
               methods=methods),
         Route("/api/functions/{name}/logs", guarded(logs), methods=["GET"]),
         Route("/metrics", guarded(prometheus), methods=["GET"]),
+        *run_routes(platform, guarded),
     ]
     return Starlette(routes=routes)
 

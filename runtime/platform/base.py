@@ -33,6 +33,7 @@ class FunctionStatus:
     spec: dict[str, Any] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> messages behind
     pids: list[int] = field(default_factory=list)  # the worker processes now
+    runs_active: int = 0  # a job's runs now running or waiting to retry
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

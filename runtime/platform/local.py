@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import secrets
@@ -10,7 +11,7 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,17 @@ import httpx
 from sluice.errors import DeployError, NotFoundError, PlatformError, SpecError
 from sluice.settings import Settings
 from sluice.spec import FunctionSpec, HttpTrigger, Kind, parse_spec
-from sluice.worker.config import WorkerConfig
 
 from . import metrics
 from .base import FunctionStatus, InvokeRequest, InvokeResponse
+from .cron_targets import HttpCronTarget, JobCronTarget
+from .jobs import Jobs, JobTarget
 from .logs import FunctionLog
-from .scheduler import Scheduler
-from .states import FunctionState, can_move
-from .store import FunctionRecord, Store
+from .scheduler import CronTarget, ScheduleInfo, Scheduler
+from .states import FunctionState, RunState, can_move
+from .store import FunctionRecord, RunRecord, Store
 from .supervisor import WorkerSet, listen
+from .worker_configs import WorkerDefaults, kafka_settings, worker_configs
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Deployed:
     message: str = ""
     sock: socket.socket | None = None
     workers: WorkerSet | None = None
+    source_dir: Path | None = None
     restarts: int = 0
     updated: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -68,22 +72,35 @@ class LocalPlatform:
                  kafka_security: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.api_url = api_url
-        self.kafka_bootstrap = kafka_bootstrap
-        self.kafka_security = kafka_security or {}
+        self.defaults = WorkerDefaults(api_url, secrets.token_hex(16), kafka_bootstrap,
+                                       kafka_security or {})
         self.functions: dict[str, Deployed] = {}
         self._store: Store | None = None
         self._lifeline_r = self._lifeline_w = -1
         self._client: httpx.AsyncClient | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._scheduler: Scheduler | None = None
+        self._jobs: Jobs | None = None
         self._reserved: dict[str, int] = {}  # highest generation handed out per function
-        self._trigger_token = secrets.token_hex(16)  # signs cron deliveries to workers
+        self.recovered: list[RunRecord] = []  # runs the last platform left unfinished
 
     @property
     def store(self) -> Store:
         if self._store is None:
             raise PlatformError("the platform is not started")
         return self._store
+
+    @property
+    def jobs(self) -> Jobs:
+        if self._jobs is None:
+            raise PlatformError("the platform is not started")
+        return self._jobs
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise PlatformError("the platform is not started")
+        return self._scheduler
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -93,6 +110,9 @@ class LocalPlatform:
         self._lifeline_r, self._lifeline_w = os.pipe()
         self._client = httpx.AsyncClient(timeout=None)
         self._scheduler = Scheduler(self._store)
+        self._jobs = Jobs(self._store, self.settings.logs_dir / "runs",
+                          self.settings.functions_dir, self._lifeline_r, self.api_url)
+        self.recovered = self._jobs.recover()
         await self._restore()
 
     async def _restore(self) -> None:
@@ -116,6 +136,8 @@ class LocalPlatform:
         """Drain every function's workers; their records stay, to be restored on next start."""
         if self._scheduler is not None:
             self._scheduler.stop()
+        if self._jobs is not None:
+            await self._jobs.stop()
         await asyncio.gather(*(self._teardown(d, persist=False)
                                for d in list(self.functions.values())), return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -134,12 +156,12 @@ class LocalPlatform:
 
     async def deploy(self, spec: FunctionSpec) -> FunctionStatus:
         spec = with_default_trigger(spec)
-        self._kafka_settings(spec)  # refuse now what the workers could not start with
-        if spec.cron_triggers and spec.http_trigger is None:
+        kafka_settings(spec, self.defaults)  # refuse now what the workers could not start with
+        if spec.cron_triggers and spec.http_trigger is None and spec.kind != Kind.JOB:
             name = next(iter(spec.cron_triggers))
-            raise SpecError(f"triggers.{name}: a cron trigger is delivered over the function's "
-                            "HTTP port; add an http trigger (job functions run without one "
-                            "once they land)")
+            raise SpecError(f"triggers.{name}: a cron trigger of an {spec.kind} function is "
+                            "delivered over its HTTP port; add an http trigger, or make it a "
+                            "job (kind: job) to start a run on each fire")
         generation = self._reserve_generation(spec.name)
         source_dir: Path | None = None
         if spec.source is not None:
@@ -189,8 +211,11 @@ class LocalPlatform:
     ) -> FunctionStatus:
         started = time.monotonic()
         previous = fn.workers
+        serving = fn.state in (FunctionState.READY, FunctionState.DEGRADED)
         self._move(fn, FunctionState.DEPLOYING, f"deploying generation {generation}")
         fn.log.event("info", f"deploying generation {generation}", generation=generation)
+        if spec.kind == Kind.JOB:
+            return await self._roll_out_job(fn, spec, source_dir, generation, started, serving)
         trigger = spec.http_trigger
         new_sock = None
         try:
@@ -200,7 +225,9 @@ class LocalPlatform:
                     new_sock = self._listen(trigger.host, wanted, trigger.port is not None)
             sock = new_sock or fn.sock
             workers = WorkerSet(
-                self._worker_configs(spec, generation, source_dir, sock),
+                worker_configs(spec, generation, source_dir,
+                               sock.getsockname()[1] if sock is not None else None,
+                               self.settings.metrics_dir / spec.name, self.defaults),
                 self.settings.functions_dir / spec.name,
                 fn.log,
                 self._lifeline_r,
@@ -227,6 +254,7 @@ class LocalPlatform:
             raise DeployError(f"function {spec.name!r}: {message}") from None
         old_sock = fn.sock if new_sock is not None else None
         fn.spec, fn.generation, fn.workers = spec, generation, workers
+        fn.source_dir = source_dir
         if new_sock is not None:
             fn.sock = new_sock
         elapsed = time.monotonic() - started
@@ -240,13 +268,57 @@ class LocalPlatform:
             self._in_background(self._retire(previous, old_sock))
         return self._status(fn)
 
+    async def _roll_out_job(self, fn: Deployed, spec: FunctionSpec, source_dir: Path | None,
+                            generation: int, started: float, serving: bool) -> FunctionStatus:
+        """A job has no workers: the deploy checks that its handler imports; each run then
+        starts its own process. Runs already going finish on the version they started with."""
+        previous = fn.workers
+        try:
+            await self.jobs.check(JobTarget(spec, generation, source_dir, fn.log))
+        except DeployError as exc:
+            metrics.DEPLOYS.labels("failed").inc()
+            message = f"generation {generation} failed to start: {exc}"
+            fn.log.event("error", message, generation=generation)
+            if serving:
+                self._move(fn, FunctionState.READY, message)  # the previous version stays
+            else:
+                fn.spec, fn.generation = spec, generation
+                self._move(fn, FunctionState.ERROR, message)
+                self._save(fn)
+            raise DeployError(f"function {spec.name!r}: {message}") from None
+        old_sock, fn.sock = fn.sock, None  # a function that was http before
+        fn.spec, fn.generation, fn.workers, fn.source_dir = spec, generation, None, source_dir
+        self._move(fn, FunctionState.READY, "")
+        fn.log.event("info", f"generation {generation} ready in "
+                     f"{time.monotonic() - started:.2f}s (a job: each run is a process)",
+                     generation=generation)
+        metrics.DEPLOYS.labels("succeeded").inc()
+        self._save(fn)
+        self._schedule(fn)
+        if previous is not None:
+            self._in_background(self._retire(previous, old_sock))
+        return self._status(fn)
+
+    def _job_target(self, fn: Deployed) -> JobTarget:
+        return JobTarget(fn.spec, fn.generation, fn.source_dir, fn.log)
+
     def _schedule(self, fn: Deployed) -> None:
-        """(Re)start the function's cron schedules; fires go to one worker over its port."""
+        """(Re)start the function's cron schedules: a job's fires start runs; any other
+        function's go to one worker over its port."""
         if self._scheduler is None:
             return
         if not fn.spec.cron_triggers:
             self._scheduler.remove(fn.spec.name)
             return
+        target: CronTarget
+        if fn.spec.kind == Kind.JOB:
+            target = JobCronTarget(self.jobs, self._job_target(fn))
+        else:
+            target = HttpCronTarget(fn.spec.name, self._deliver_to(fn), fn.log,
+                                    fn.spec.timeout + 5)
+        self._scheduler.set(fn.spec.name, fn.spec.cron_triggers, target, fn.log)
+
+    def _deliver_to(self, fn: Deployed) -> Any:
         client = self._client
         assert client is not None
 
@@ -255,13 +327,12 @@ class LocalPlatform:
             status = self._status(fn)
             if status.endpoint is None:
                 raise PlatformError("the function has no HTTP endpoint")
-            headers = {**headers, "X-Sluice-Trigger-Token": self._trigger_token}
+            headers = {**headers, "X-Sluice-Trigger-Token": self.defaults.trigger_token}
             response = await client.request(method, status.endpoint + path, headers=headers,
                                             content=body, timeout=timeout)
             return response.status_code
 
-        self._scheduler.set(fn.spec.name, fn.spec.cron_triggers, deliver, fn.log,
-                            fn.spec.timeout + 5)
+        return deliver
 
     def _listen(self, host: str, port: int | None, fixed: bool) -> socket.socket:
         try:
@@ -270,60 +341,6 @@ class LocalPlatform:
             if fixed or port is None:
                 raise DeployError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             return listen(host, None)  # the remembered port is taken now: take another
-
-    def _kafka_settings(self, spec: FunctionSpec) -> list[dict[str, Any]]:
-        from sluice.triggers.kafka.settings import KafkaSettings
-
-        out = []
-        for name, trigger in spec.kafka_triggers.items():
-            data = trigger.model_dump(mode="json")
-            if not data.get("bootstrap_servers") and not data.get("security"):
-                data["security"] = self.kafka_security  # the platform's cluster, its security
-            try:
-                settings = KafkaSettings.from_trigger(spec.name, name, data, self.kafka_bootstrap)
-            except ValueError as exc:
-                raise SpecError(str(exc)) from None
-            out.append(asdict(settings))
-        return out
-
-    def _worker_configs(
-        self, spec: FunctionSpec, generation: int, source_dir: Path | None,
-        sock: socket.socket | None,
-    ) -> list[WorkerConfig]:
-        trigger = spec.http_trigger
-        metrics_dir = self.settings.metrics_dir / spec.name
-        metrics_dir.mkdir(parents=True, exist_ok=True)
-        count = max(1, spec.replicas.min) * spec.workers
-        kafka = self._kafka_settings(spec)
-        configs = []
-        for worker_id in range(count):
-            configs.append(WorkerConfig(
-                function=spec.name,
-                handler=spec.handler,
-                source_dir=str(source_dir) if source_dir else None,
-                worker_id=worker_id,
-                generation=generation,
-                timeout=spec.timeout,
-                env=dict(spec.env),
-                http_trigger=next(n for n, t in spec.triggers.items() if t is trigger)
-                if trigger else None,
-                host=trigger.host if trigger else "127.0.0.1",
-                port=sock.getsockname()[1] if sock is not None else None,
-                max_request_body_size=trigger.max_request_body_size if trigger else 0,
-                max_inflight=trigger.max_inflight if trigger else 1,
-                max_connections=trigger.max_connections if trigger else 1,
-                batch_size=trigger.batching.batch_size
-                if trigger and trigger.batching and trigger.batching.enabled else 0,
-                batch_timeout=trigger.batching.timeout_ms / 1000
-                if trigger and trigger.batching else 0.01,
-                platform_url=self.api_url,
-                metrics_dir=str(metrics_dir),
-                kafka=kafka,
-                # in-flight handlers may take their whole timeout: drain that long (at most 5 min)
-                drain_timeout=min(max(spec.timeout + 1.0, 5.0), 300.0),
-                trigger_token=self._trigger_token,
-            ))
-        return configs
 
     async def _retire(self, workers: WorkerSet, sock: socket.socket | None) -> None:
         await workers.stop()
@@ -395,6 +412,7 @@ class LocalPlatform:
             pids=sorted(w.process.pid for w in workers.workers.values()
                         if w.process is not None and w.process.returncode is None)
             if workers else [],
+            runs_active=len(self._jobs.active(spec.name)) if self._jobs is not None else 0,
         )
 
     def _find(self, name: str) -> Deployed:
@@ -417,7 +435,7 @@ class LocalPlatform:
         lag: dict[str, int] = {}
         workers = self.functions[spec.name].workers
         broker_down = workers is not None and bool(workers.unhealthy)
-        for settings in self._kafka_settings(spec):
+        for settings in kafka_settings(spec, self.defaults):
             if broker_down:  # known unreachable: answer at once rather than wait for a timeout
                 lag[",".join(settings["topics"])] = -1
                 continue
@@ -450,6 +468,10 @@ class LocalPlatform:
     async def _teardown(self, fn: Deployed, persist: bool = True) -> None:
         if self._scheduler is not None:
             self._scheduler.remove(fn.spec.name)
+        if persist and self._jobs is not None:
+            for run_id in self._jobs.active(fn.spec.name):
+                with contextlib.suppress(PlatformError):
+                    await self._jobs.cancel(run_id, "the function was deleted")
         if persist:
             self._move(fn, FunctionState.DRAINING, "stopping")
         elif fn.workers is not None:
@@ -484,6 +506,9 @@ class LocalPlatform:
     async def invoke(self, name: str, request: InvokeRequest) -> InvokeResponse:
         fn = self._find(name)
         status = self._status(fn)
+        if fn.spec.kind == Kind.JOB:
+            raise SpecError(f"function {name!r} is a job: start a run with `sluice run {name}` "
+                            f"(POST /api/functions/{name}/runs)")
         if status.endpoint is None:
             raise PlatformError(f"function {name!r} has no HTTP trigger to invoke")
         assert self._client is not None
@@ -499,3 +524,53 @@ class LocalPlatform:
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> AsyncIterator[bytes]:
         """The function's log lines; raises NotFoundError at once for an unknown name."""
         return self._find(name).log.read(tail, follow)
+
+    # -- runs of job functions and schedules ---------------------------------------------------
+    def run(self, name: str, params: Any, trigger: str = "api") -> RunRecord:
+        """Start a run of a job function now; bad params raise SpecError."""
+        fn = self._find(name)
+        if fn.spec.kind != Kind.JOB:
+            raise SpecError(f"function {name!r} is a {fn.spec.kind} function; only job functions "
+                            f"have runs (call it with `sluice invoke {name}`)")
+        if fn.state not in (FunctionState.READY, FunctionState.DEGRADED):
+            raise PlatformError(f"function {name!r} is {fn.state}: {fn.message or 'not ready'}")
+        return self.jobs.submit(self._job_target(fn), params, trigger)
+
+    def runs(self, name: str | None = None, status: RunState | None = None,
+             limit: int = 50) -> builtins.list[RunRecord]:
+        if name is not None and name not in self.functions and not self.store.runs(name, limit=1):
+            raise NotFoundError(f"no function named {name!r} and no runs of one (see `sluice get`)")
+        return self.store.runs(name, status, limit)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self.jobs.get(run_id)
+
+    async def cancel_run(self, run_id: str) -> RunRecord:
+        return await self.jobs.cancel(run_id)
+
+    def run_logs(self, run_id: str, tail: int = 0, follow: bool = False) -> AsyncIterator[bytes]:
+        """A run's lines; following ends when the run does."""
+        self.jobs.get(run_id)  # NotFoundError at once
+        live = self.jobs.live_log(run_id)
+        if live is not None:
+            return live.read(tail, follow)
+        return _read_finished(self.jobs.log_path(run_id), tail)
+
+    def schedules(self) -> builtins.list[ScheduleInfo]:
+        return self.scheduler.list()
+
+    def pause(self, name: str, trigger: str | None = None) -> builtins.list[str]:
+        self._find(name)
+        return self.scheduler.pause(name, trigger)
+
+    def resume(self, name: str, trigger: str | None = None) -> builtins.list[str]:
+        self._find(name)
+        return self.scheduler.resume(name, trigger)
+
+
+async def _read_finished(path: Path, tail: int) -> AsyncIterator[bytes]:
+    if not path.exists():
+        return
+    lines = path.read_bytes().splitlines(keepends=True)
+    for line in lines[-tail:] if tail > 0 else lines:
+        yield line

@@ -51,8 +51,9 @@ class FunctionLog:
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
         self._size = 0
 
-    def worker_output(self, raw: bytes, worker: int, stream: str) -> None:
-        """A line a worker printed: JSON lines pass through, anything else is wrapped."""
+    def worker_output(self, raw: bytes, worker: int | None, stream: str, **fields: Any) -> None:
+        """A line a worker (or a job run) printed: JSON lines pass through, anything else is
+        wrapped with where it came from."""
         text = raw.rstrip(b"\r\n")
         if not text:
             return
@@ -63,8 +64,9 @@ class FunctionLog:
                 return
             except orjson.JSONDecodeError:
                 pass
+        where = {"worker": worker} if worker is not None else {}
         self.event("error" if stream == "stderr" else "info", text.decode("utf-8", "replace"),
-                   worker=worker, stream=stream)
+                   **where, stream=stream, **fields)
 
     def event(self, level: str, message: str, **fields: Any) -> None:
         """A line from the platform itself about this function."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -19,4 +19,17 @@ FUNCTIONS = Gauge(
 API_REQUESTS = Counter(
     "sluice_api_requests", "Platform API requests by method and status.",
     ["method", "status"], registry=REGISTRY,
+)
+RUNS = Counter(
+    "sluice_runs", "Job runs finished, by trigger (manual, api, cron) and final status.",
+    ["function", "trigger", "status"], registry=REGISTRY,
+)
+RUN_DURATION = Histogram(
+    "sluice_run_duration_seconds", "Job run durations (first start to end, retries included).",
+    ["function", "status"], registry=REGISTRY,
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600),
+)
+RUNS_RUNNING = Gauge(
+    "sluice_runs_running", "Job runs now running or waiting to retry.", ["function"],
+    registry=REGISTRY,
 )

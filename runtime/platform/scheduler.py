@@ -1,22 +1,25 @@
 """The platform's cron scheduler: each schedule fires once, however many workers a function has
-(Nuclio fires in every replica). Fires go to one worker over the function's HTTP port with
-``X-Sluice-Trigger: cron/<name>``, so the handler sees ``event.trigger.kind == "cron"``.
+(Nuclio fires in every replica), and whatever the function is: an http function gets the fire
+over its port (:class:`~sluice.platform.cron_targets.HttpCronTarget`), a job function gets a
+run (:class:`~sluice.platform.cron_targets.JobCronTarget`).
 
 The last fire of every trigger is kept in the platform's state, so after downtime the catch-up
-policy decides whether a missed fire runs once or is skipped.
+policy decides whether a missed fire runs once or is skipped. A paused trigger has no task; on
+resume it starts afresh (fires missed while paused are not caught up, as a resumed CronJob).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from prometheus_client import Counter
 
-from sluice.schedule import CronSchedule, catch_up
+from sluice.errors import NotFoundError
+from sluice.schedule import CronSchedule, catch_up, cron_action
 from sluice.spec import CronTrigger
 
 from .logs import FunctionLog
@@ -28,8 +31,42 @@ FIRES = Counter("sluice_cron_fires", "Cron fires by outcome (fired, skipped, fai
 MISSED = Counter("sluice_cron_missed_fires", "Fires missed while the platform was down.",
                  ["function", "trigger"], registry=REGISTRY)
 
-# (method, path, headers, body, timeout) -> HTTP status; raises on transport errors
-Deliver = Callable[[str, str, dict[str, str], bytes, float], Awaitable[int]]
+
+class Firing(Protocol):
+    """A fire in progress: an HTTP delivery or a job run."""
+
+    def done(self) -> bool: ...
+
+    async def stop(self, reason: str) -> None: ...
+
+
+class CronTarget(Protocol):
+    """Where a function's fires go."""
+
+    def fire(self, trigger: str, cron: CronTrigger, scheduled: datetime) -> Firing | None: ...
+
+    def skip(self, trigger: str, cron: CronTrigger, scheduled: datetime, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """One cron trigger as ``sluice schedule list`` shows it."""
+
+    function: str
+    trigger: str
+    schedule: str
+    timezone: str
+    concurrency_policy: str
+    paused: bool
+    last_fire: float | None
+    next_fire: float | None
+
+
+@dataclass
+class _Entry:
+    triggers: dict[str, CronTrigger]
+    target: CronTarget
+    log: FunctionLog
 
 
 class Scheduler:
@@ -37,34 +74,93 @@ class Scheduler:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._next: dict[tuple[str, str], datetime] = {}
 
-    def set(self, function: str, triggers: dict[str, CronTrigger], deliver: Deliver,
-            log: FunctionLog, timeout: float) -> None:
-        """(Re)start the schedules of a function, e.g. after a deploy."""
+    def set(self, function: str, triggers: dict[str, CronTrigger], target: CronTarget,
+            log: FunctionLog) -> None:
+        """(Re)start the schedules of a function, e.g. after a deploy; paused ones stay so."""
         self.remove(function)
-        self._tasks[function] = [
-            asyncio.create_task(self._run(function, name, trigger, deliver, log, timeout))
-            for name, trigger in triggers.items()
-        ]
+        if not triggers:
+            return
+        self._entries[function] = _Entry(dict(triggers), target, log)
+        paused = self.store.paused(function)
+        for name in triggers:
+            if name not in paused:
+                self._start(function, name, catch_up_missed=True)
+
+    def _start(self, function: str, name: str, catch_up_missed: bool) -> None:
+        entry = self._entries[function]
+        self._tasks[(function, name)] = asyncio.create_task(
+            self._run(function, name, entry.triggers[name], entry.target, entry.log,
+                      catch_up_missed))
 
     def remove(self, function: str) -> None:
-        for task in self._tasks.pop(function, []):
-            task.cancel()
+        self._entries.pop(function, None)
+        for key in [k for k in self._tasks if k[0] == function]:
+            self._tasks.pop(key).cancel()
+            self._next.pop(key, None)
 
     def stop(self) -> None:
-        for function in list(self._tasks):
+        for function in list(self._entries):
             self.remove(function)
 
-    async def _run(self, function: str, name: str, trigger: CronTrigger, deliver: Deliver,
-                   log: FunctionLog, timeout: float) -> None:
+    # -- pause and resume ----------------------------------------------------------------------
+    def _names(self, function: str, trigger: str | None) -> list[str]:
+        entry = self._entries.get(function)
+        if entry is None:
+            raise NotFoundError(f"function {function!r} has no cron trigger")
+        if trigger is None:
+            return list(entry.triggers)
+        if trigger not in entry.triggers:
+            raise NotFoundError(f"function {function!r} has no cron trigger {trigger!r} (its "
+                                f"cron triggers: {', '.join(entry.triggers)})")
+        return [trigger]
+
+    def pause(self, function: str, trigger: str | None = None) -> list[str]:
+        names = self._names(function, trigger)
+        for name in names:
+            self.store.set_paused(function, name, True)
+            task = self._tasks.pop((function, name), None)
+            if task is not None:
+                task.cancel()
+                self._next.pop((function, name), None)
+                self._entries[function].log.event("info", f"cron {name}: paused", trigger=name)
+        return names
+
+    def resume(self, function: str, trigger: str | None = None) -> list[str]:
+        names = self._names(function, trigger)
+        for name in names:
+            self.store.set_paused(function, name, False)
+            if (function, name) not in self._tasks:
+                self.store.set_last_fire(function, name, time.time())  # no catch-up of a pause
+                self._start(function, name, catch_up_missed=False)
+                self._entries[function].log.event("info", f"cron {name}: resumed", trigger=name)
+        return names
+
+    def list(self) -> list[ScheduleInfo]:
+        out = []
+        for function, entry in sorted(self._entries.items()):
+            for name, trigger in entry.triggers.items():
+                key = (function, name)
+                upcoming = self._next.get(key)
+                out.append(ScheduleInfo(
+                    function, name, trigger.schedule or f"@every {trigger.interval}",
+                    trigger.timezone, trigger.concurrency_policy, key not in self._tasks,
+                    self.store.last_fire(function, name),
+                    upcoming.timestamp() if upcoming is not None else None))
+        return out
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def _run(self, function: str, name: str, trigger: CronTrigger, target: CronTarget,
+                   log: FunctionLog, catch_up_missed: bool) -> None:
         schedule = CronSchedule.parse(trigger.schedule, trigger.interval, trigger.timezone)
-        request = _request(name, trigger)
-        running: asyncio.Task[None] | None = None
+        running: Firing | None = None
         now = datetime.now(UTC)
         last_ts = self.store.last_fire(function, name)
         last = datetime.fromtimestamp(last_ts, UTC) if last_ts is not None else None
-        if last is not None:
+        if last is not None and catch_up_missed:
             missed = len(schedule.missed(last, now))
             if missed:
                 MISSED.labels(function, name).inc(missed)
@@ -72,22 +168,31 @@ class Scheduler:
             if due is not None:
                 log.event("info", f"cron {name}: catching up the fire of {due.isoformat()} "
                           f"({missed} missed while the platform was down)", trigger=name)
-                running = self._start(function, name, deliver, request, log, timeout, due)
+                running = target.fire(name, trigger, due)
             elif missed:
                 log.event("info", f"cron {name}: skipped {missed} fire(s) missed while the "
                           f"platform was down (catch_up={trigger.catch_up})", trigger=name)
         self.store.set_last_fire(function, name, now.timestamp())
         fire = schedule.next_fire(now)
         while True:
+            self._next[(function, name)] = fire
             await asyncio.sleep(max(0.0, fire.timestamp() - time.time()))
-            if running is not None and not running.done() and \
-                    trigger.concurrency_policy == "forbid":
+            busy = running is not None and not running.done()
+            action = cron_action(trigger.concurrency_policy, busy)
+            if action == "skip":
                 FIRES.labels(function, name, "skipped").inc()
-                log.event("warn", f"cron {name}: skipped the fire of {fire.isoformat()}: the "
-                          "previous one is still running (concurrency_policy=forbid)",
-                          trigger=name)
+                reason = (f"the previous fire was still running (concurrency_policy="
+                          f"{trigger.concurrency_policy})")
+                log.event("warn", f"cron {name}: skipped the fire of {fire.isoformat()}: "
+                          f"{reason}", trigger=name)
+                target.skip(name, trigger, fire, reason)
             else:
-                running = self._start(function, name, deliver, request, log, timeout, fire)
+                if action == "replace" and running is not None:
+                    log.event("info", f"cron {name}: the fire of {fire.isoformat()} replaces "
+                              "the one still running (concurrency_policy=replace)", trigger=name)
+                    await running.stop(f"replaced by the fire of {fire.isoformat()} "
+                                       "(concurrency_policy=replace)")
+                running = target.fire(name, trigger, fire)
             self.store.set_last_fire(function, name, fire.timestamp())
             fire = schedule.next_fire(fire)
             now = datetime.now(UTC)
@@ -97,39 +202,3 @@ class Scheduler:
                 log.event("warn", f"cron {name}: skipped {skipped} fire(s) the scheduler could "
                           "not make in time (suspended, or the clock moved)", trigger=name)
                 fire = schedule.next_fire(now)
-
-    def _start(self, function: str, name: str, deliver: Deliver,
-               request: tuple[str, str, dict[str, str], bytes], log: FunctionLog,
-               timeout: float, scheduled: datetime) -> asyncio.Task[None]:
-        async def fire() -> None:
-            method, path, headers, body = request
-            late = time.time() - scheduled.timestamp()
-            try:
-                status = await deliver(method, path, {**headers, "X-Sluice-Scheduled":
-                                                      scheduled.isoformat()}, body, timeout)
-            except Exception as exc:
-                FIRES.labels(function, name, "failed").inc()
-                log.event("error", f"cron {name}: could not deliver the fire: {exc}",
-                          trigger=name)
-                return
-            outcome = "fired" if status < 500 else "failed"
-            FIRES.labels(function, name, outcome).inc()
-            log.event("info" if outcome == "fired" else "error",
-                      f"cron {name}: fired ({status}, {late * 1000:.0f} ms after schedule)",
-                      trigger=name, status=status, lateness_ms=round(late * 1000, 1))
-
-        return asyncio.create_task(fire())
-
-
-def _request(name: str, trigger: CronTrigger) -> tuple[str, str, dict[str, str], bytes]:
-    event = trigger.event
-    headers = {"X-Sluice-Trigger": f"cron/{name}", **event.headers}
-    body = event.body
-    if body is None:
-        raw = b""
-    elif isinstance(body, str):
-        raw = body.encode()
-    else:
-        raw = json.dumps(body).encode()
-        headers.setdefault("Content-Type", "application/json")
-    return event.method, event.path, headers, raw

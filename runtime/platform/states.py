@@ -30,3 +30,36 @@ ALLOWED: dict[FunctionState, frozenset[FunctionState]] = {
 
 def can_move(current: FunctionState, new: FunctionState) -> bool:
     return new == current or new in ALLOWED[current]
+
+
+class RunState(StrEnum):
+    """Where one run of a job function is."""
+
+    PENDING = "pending"  # recorded, its process not started yet (or waiting to retry)
+    RUNNING = "running"  # an attempt's process is running
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the handler raised, could not load, or the platform died under it
+    TIMED_OUT = "timed_out"  # the last attempt ran past the function's timeout and was killed
+    CANCELLED = "cancelled"  # `sluice runs cancel`, or replaced by a newer cron fire
+    SKIPPED = "skipped"  # a cron fire not run: the previous one still ran (forbid)
+
+    @property
+    def finished(self) -> bool:
+        return not RUN_ALLOWED[self]
+
+
+RUN_ALLOWED: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.CANCELLED, RunState.FAILED}),
+    # back to pending: the attempt failed and another one is due after a back-off
+    RunState.RUNNING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.TIMED_OUT,
+                                 RunState.CANCELLED, RunState.PENDING}),
+    RunState.SUCCEEDED: frozenset(),
+    RunState.FAILED: frozenset(),
+    RunState.TIMED_OUT: frozenset(),
+    RunState.CANCELLED: frozenset(),
+    RunState.SKIPPED: frozenset(),
+}
+
+
+def can_move_run(current: RunState, new: RunState) -> bool:
+    return new in RUN_ALLOWED[current]

@@ -1,15 +1,15 @@
-"""The platform's durable state: functions (and, later, runs) in SQLite under SLUICE_HOME."""
+"""The platform's durable state in SQLite under SLUICE_HOME: functions, schedules and runs."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .states import FunctionState
+from .states import FunctionState, RunState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS functions (
@@ -28,7 +28,36 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_fire  REAL NOT NULL,
     PRIMARY KEY (function, trigger)
 );
+CREATE TABLE IF NOT EXISTS paused_schedules (
+    function   TEXT NOT NULL,
+    trigger    TEXT NOT NULL,
+    PRIMARY KEY (function, trigger)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id           TEXT PRIMARY KEY,
+    function     TEXT NOT NULL,
+    generation   INTEGER NOT NULL,
+    version      TEXT,
+    trigger      TEXT NOT NULL,
+    trigger_name TEXT,
+    params       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    created      REAL NOT NULL,
+    started      REAL,
+    ended        REAL,
+    attempt      INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    reason       TEXT NOT NULL DEFAULT '',
+    outputs      TEXT NOT NULL DEFAULT '{}',
+    pid          INTEGER,
+    scheduled    REAL
+);
+CREATE INDEX IF NOT EXISTS runs_by_function ON runs (function, created);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
 """
+
+_RUN_COLUMNS = ("id, function, generation, version, trigger, trigger_name, params, status, "
+                "created, started, ended, attempt, max_attempts, reason, outputs, pid, scheduled")
 
 
 @dataclass(frozen=True)
@@ -41,6 +70,41 @@ class FunctionRecord:
     message: str
     created: float
     updated: float
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job function: what it was given, where it is, what it produced."""
+
+    id: str
+    function: str
+    generation: int
+    version: str | None
+    trigger: str  # manual (the CLI), api, or cron
+    trigger_name: str | None  # the cron trigger's name
+    params: dict[str, Any]
+    status: RunState
+    created: float
+    started: float | None = None
+    ended: float | None = None
+    attempt: int = 0  # 1 while the first attempt runs
+    max_attempts: int = 1
+    reason: str = ""  # why it ended as it did (or why it waits)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    scheduled: float | None = None  # the cron fire this run is for
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        data["duration"] = self.duration
+        return data
 
 
 class Store:
@@ -86,8 +150,25 @@ class Store:
         return [_record(row) for row in rows]
 
     def delete(self, name: str) -> None:
+        """The function and its schedules; its run history stays (`sluice runs` still shows
+        it, and a function deployed again under the name continues it)."""
         self._db.execute("DELETE FROM functions WHERE name=?", (name,))
         self._db.execute("DELETE FROM schedules WHERE function=?", (name,))
+        self._db.execute("DELETE FROM paused_schedules WHERE function=?", (name,))
+
+    # -- schedules -----------------------------------------------------------------------------
+    def paused(self, function: str) -> set[str]:
+        rows = self._db.execute("SELECT trigger FROM paused_schedules WHERE function=?",
+                                (function,)).fetchall()
+        return {row[0] for row in rows}
+
+    def set_paused(self, function: str, trigger: str, paused: bool) -> None:
+        if paused:
+            self._db.execute("INSERT OR IGNORE INTO paused_schedules (function, trigger) "
+                             "VALUES (?, ?)", (function, trigger))
+        else:
+            self._db.execute("DELETE FROM paused_schedules WHERE function=? AND trigger=?",
+                             (function, trigger))
 
     def last_fire(self, function: str, trigger: str) -> float | None:
         row = self._db.execute("SELECT last_fire FROM schedules WHERE function=? AND trigger=?",
@@ -99,6 +180,52 @@ class Store:
             "INSERT INTO schedules (function, trigger, last_fire) VALUES (?, ?, ?) "
             "ON CONFLICT(function, trigger) DO UPDATE SET last_fire=excluded.last_fire",
             (function, trigger, when))
+
+
+    # -- runs ----------------------------------------------------------------------------------
+    def put_run(self, run: RunRecord) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.function, run.generation, run.version, run.trigger, run.trigger_name,
+             json.dumps(run.params), str(run.status), run.created, run.started, run.ended,
+             run.attempt, run.max_attempts, run.reason, json.dumps(run.outputs), run.pid,
+             run.scheduled))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?",
+                               (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def runs(self, function: str | None = None, status: RunState | None = None,
+             limit: int = 50) -> list[RunRecord]:
+        """Newest first."""
+        where, args = [], []
+        if function is not None:
+            where.append("function=?")
+            args.append(function)
+        if status is not None:
+            where.append("status=?")
+            args.append(str(status))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs{clause} ORDER BY created DESC, rowid DESC LIMIT ?",
+            (*args, limit)).fetchall()
+        return [_run(row) for row in rows]
+
+    def unfinished_runs(self) -> list[RunRecord]:
+        rows = self._db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN (?, ?)",
+            (str(RunState.PENDING), str(RunState.RUNNING))).fetchall()
+        return [_run(row) for row in rows]
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    (run_id, function, generation, version, trigger, trigger_name, params, status, created,
+     started, ended, attempt, max_attempts, reason, outputs, pid, scheduled) = row
+    return RunRecord(run_id, function, generation, version, trigger, trigger_name,
+                     json.loads(params), RunState(status), created, started, ended, attempt,
+                     max_attempts, reason, json.loads(outputs), pid, scheduled)
 
 
 def _record(row: tuple[Any, ...]) -> FunctionRecord:

@@ -17,10 +17,11 @@ import orjson
 class JsonLinesFormatter(logging.Formatter):
     """One JSON object per line: time, level, message, the ``*_with`` fields, function, worker."""
 
-    def __init__(self, function: str, worker: int) -> None:
+    def __init__(self, function: str, worker: int, run: str | None = None) -> None:
         super().__init__()
         self.function = function
         self.worker = worker
+        self.run = run  # a job run's id: its lines can be told apart from other runs'
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -30,6 +31,8 @@ class JsonLinesFormatter(logging.Formatter):
             "worker": self.worker,
             "message": record.getMessage(),
         }
+        if self.run is not None:
+            entry["run"] = self.run
         fields = getattr(record, "with", None)
         if fields:
             entry["with"] = fields
@@ -38,9 +41,10 @@ class JsonLinesFormatter(logging.Formatter):
         return orjson.dumps(entry, default=repr).decode()
 
 
-def make_logger(function: str, worker: int, stream: TextIO | None = None) -> nuclio_sdk.Logger:
+def make_logger(function: str, worker: int, stream: TextIO | None = None,
+                run: str | None = None) -> nuclio_sdk.Logger:
     logger = nuclio_sdk.Logger(logging.DEBUG, name=f"sluice.{function}.{worker}")
-    logger.set_handler("sluice", stream or sys.stdout, JsonLinesFormatter(function, worker))
+    logger.set_handler("sluice", stream or sys.stdout, JsonLinesFormatter(function, worker, run))
     logger._logger.propagate = False  # nuclio_sdk keeps the stdlib logger here
     return logger
 

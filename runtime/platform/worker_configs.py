@@ -1,0 +1,78 @@
+"""From a function spec to what each of its worker processes is told (WorkerConfig), including
+the Kafka settings of each trigger resolved against the platform's cluster."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sluice.errors import SpecError
+from sluice.spec import FunctionSpec
+from sluice.worker.config import WorkerConfig
+
+
+@dataclass(frozen=True)
+class WorkerDefaults:
+    """What the platform adds to every worker's config."""
+
+    api_url: str | None
+    trigger_token: str  # proves a request to a worker is the platform's (cron) delivery
+    kafka_bootstrap: str | None = None
+    kafka_security: dict[str, Any] = field(default_factory=dict)
+
+
+def kafka_settings(spec: FunctionSpec, defaults: WorkerDefaults) -> list[dict[str, Any]]:
+    """Each Kafka trigger's settings; a bad one raises SpecError (refused at deploy)."""
+    from sluice.triggers.kafka.settings import KafkaSettings
+
+    out = []
+    for name, trigger in spec.kafka_triggers.items():
+        data = trigger.model_dump(mode="json")
+        if not data.get("bootstrap_servers") and not data.get("security"):
+            data["security"] = defaults.kafka_security  # the platform's cluster, its security
+        try:
+            settings = KafkaSettings.from_trigger(spec.name, name, data, defaults.kafka_bootstrap)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+        out.append(asdict(settings))
+    return out
+
+
+def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
+                   port: int | None, metrics_dir: Path, defaults: WorkerDefaults,
+                   ) -> list[WorkerConfig]:
+    """One config per worker process: replicas x workers of them."""
+    trigger = spec.http_trigger
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    count = max(1, spec.replicas.min) * spec.workers
+    kafka = kafka_settings(spec, defaults)
+    configs = []
+    for worker_id in range(count):
+        configs.append(WorkerConfig(
+            function=spec.name,
+            handler=spec.handler,
+            source_dir=str(source_dir) if source_dir else None,
+            worker_id=worker_id,
+            generation=generation,
+            timeout=spec.timeout,
+            env=dict(spec.env),
+            http_trigger=next(n for n, t in spec.triggers.items() if t is trigger)
+            if trigger else None,
+            host=trigger.host if trigger else "127.0.0.1",
+            port=port,
+            max_request_body_size=trigger.max_request_body_size if trigger else 0,
+            max_inflight=trigger.max_inflight if trigger else 1,
+            max_connections=trigger.max_connections if trigger else 1,
+            batch_size=trigger.batching.batch_size
+            if trigger and trigger.batching and trigger.batching.enabled else 0,
+            batch_timeout=trigger.batching.timeout_ms / 1000
+            if trigger and trigger.batching else 0.01,
+            platform_url=defaults.api_url,
+            metrics_dir=str(metrics_dir),
+            kafka=kafka,
+            # in-flight handlers may take their whole timeout: drain that long (at most 5 min)
+            drain_timeout=min(max(spec.timeout + 1.0, 5.0), 300.0),
+            trigger_token=defaults.trigger_token,
+        ))
+    return configs
