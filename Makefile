@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)  ## start the embedded platform with the example functions deployed
-	$(VENV)/bin/sluice up --deploy examples/ --deploy examples/nuclio/function.yaml
+	$(VENV)/bin/sluice up --deploy examples/ --deploy examples/nuclio/function.yaml \
+		--deploy examples/jobs/report.yaml
 
 test: $(STAMP)  ## lint, type-check and run the whole suite
 	$(VENV)/bin/ruff check runtime triggers tests bench examples

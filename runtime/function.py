@@ -6,7 +6,8 @@
     >>> spec.handler, spec.workers, spec.triggers["web"].kind
     ('echo:handler', 2, 'http')
 
-``fn.deploy()`` sends it to the running platform (``sluice up``); ``fn.invoke(...)`` calls it.
+``fn.deploy()`` sends it to the running platform (``sluice up``); ``fn.invoke(...)`` calls it;
+a job (``kind="job"``) is started with ``fn.run({"epochs": 5})``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class Function:
         env: dict[str, str] | None = None,
         workers: int = 1,
         replicas: int = 1,
-        timeout: float = 60.0,
+        timeout: float | None = None,
+        retries: int | None = None,
+        params: dict[str, Any] | None = None,
         version: str | None = None,
         description: str = "",
     ) -> None:
@@ -43,8 +46,12 @@ class Function:
             data = spec_from_path(Path(source), name=name, handler=handler)
         else:
             data = {"name": name, "handler": handler}
-        data.update(kind=kind, workers=workers, replicas={"min": replicas}, timeout=timeout,
+        data.update(kind=kind, workers=workers, replicas={"min": replicas},
                     description=description)
+        # unset, the platform's default for the kind applies (a minute; an hour for a job)
+        for key, value in (("timeout", timeout), ("retries", retries), ("params", params)):
+            if value is not None:
+                data[key] = value
         if env:
             data["env"] = dict(env)
         if version:
@@ -89,6 +96,14 @@ class Function:
         if implied:
             all_headers.setdefault("Content-Type", implied)
         return (client or Client()).invoke(self.name, raw, method, path, all_headers)
+
+    def run(self, params: dict[str, Any] | None = None, *, wait: bool = True,
+            client: Client | None = None) -> dict[str, Any]:
+        """Start a run of this job function; with ``wait``, return its record once it has
+        finished (status, outputs), else at once (pending)."""
+        client = client or Client()
+        run = client.run(self.name, params or {})
+        return client.wait_run(run["id"]) if wait else run
 
     def delete(self, client: Client | None = None) -> None:
         (client or Client()).delete(self.name)

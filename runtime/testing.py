@@ -8,6 +8,14 @@ worker, in process.
     (200, {'message': 'Hello, Ada!'})
     >>> harness.logs[-1]["message"]
     'greeting'
+
+A job handler runs once per call, with params, and reports what a run would record:
+
+    >>> from sluice.testing import JobHarness
+    >>> job = JobHarness.from_file("examples/jobs/report.py")
+    >>> result = job.run({"days": 3})
+    >>> result.succeeded, result.outputs["result"], result.progress[-1]["step"]
+    (True, {'days': 3, 'rows': 72}, 3)
 """
 
 from __future__ import annotations
@@ -102,3 +110,56 @@ class Harness:
 
 def _response(reply: Reply) -> TestResponse:
     return TestResponse(reply.status, reply.content_type, reply.body, dict(reply.headers))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one run of a job handler produced (the platform stores the same in its run)."""
+
+    outputs: dict[str, Any] | None  # result, metrics, artifacts; None when the run failed
+    error: str  # why it failed ("" when it succeeded)
+    progress: list[dict[str, Any]]  # each context.progress(...) call: step, total, message
+    logs: list[dict[str, Any]]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outputs is not None
+
+
+class JobHarness:
+    """A job handler called in process, as one attempt of a run would call it."""
+
+    __test__ = False
+
+    def __init__(self, loaded: LoadedHandler, name: str = "test") -> None:
+        self._loaded = loaded
+        self._name = name
+
+    @classmethod
+    def from_file(cls, path: str | Path, function: str = "handler") -> JobHarness:
+        file = Path(path).resolve()
+        return cls(load_handler(f"{file.stem}:{function}", file.parent), name=file.stem)
+
+    def run(self, params: dict[str, Any] | None = None, declared: dict[str, Any] | None = None,
+            attempt: int = 1) -> JobResult:
+        """Run once with ``params`` (checked against ``declared`` defaults, as a deploy's spec
+        would); ``init_context`` runs first, as in a fresh run process."""
+        from .params import check_params
+        from .worker.job import Control, JobConfig, JobContext, call_job, make_job_event
+
+        stream = io.StringIO()
+        messages: list[dict[str, Any]] = []
+        config = JobConfig(function=self._name, handler="test:handler", source_dir=None,
+                           run_id=f"{self._name}-test", attempt=attempt,
+                           params=check_params(declared or {}, params))
+        from .worker.context import SluicePlatform
+
+        context = JobContext(Control(None, messages.append), config.run_id, attempt,
+                             logger=make_logger(self._name, 0, stream, run=config.run_id),
+                             platform=SluicePlatform(None), worker_id=0,
+                             trigger=TriggerInfo("manual", "manual"))
+        asyncio.run(run_init_context(self._loaded, context))
+        outputs, error = call_job(self._loaded.function, context, make_job_event(config))
+        return JobResult(outputs, error,
+                         [m for m in messages if m.get("event") == "progress"],
+                         [json.loads(line) for line in stream.getvalue().splitlines() if line])

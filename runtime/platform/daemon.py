@@ -101,6 +101,9 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     restored = len(platform.functions)
     if restored:
         print(f"  restored     {restored} function(s)", file=out)
+    if platform.recovered:
+        print(f"  runs         {len(platform.recovered)} run(s) the last platform left unfinished "
+              "are marked failed (sluice runs --status failed)", file=out)
 
     files = [f for p in deploy for f in (sorted(p.iterdir()) if p.is_dir() else [p])
              if f.suffix in FUNCTION_FILE_SUFFIXES and not f.name.startswith("_")]
@@ -120,6 +123,11 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
                   " -d '{\"x\": 1}'", file=out)
         print(f"  {cli} get            # every function, its state and endpoint", file=out)
         print(f"  {cli} logs {name}", file=out)
+        jobs = [n for n, f in platform.functions.items() if f.spec.kind == "job"]
+        if jobs:
+            print(f"  {cli} run {jobs[0]}         # a job: one process per run, with progress",
+                  file=out)
+            print(f"  {cli} runs             # every run: status, duration, attempt", file=out)
         print(f"  {cli} deploy FILE.py --name NAME   # your own handler(context, event)", file=out)
     print("Press Ctrl-C to stop.", file=out, flush=True)
     try:

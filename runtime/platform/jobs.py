@@ -16,6 +16,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,14 @@ class Jobs:
     def log_path(self, run_id: str) -> Path:
         return self.logs_dir / f"{run_id}.jsonl"
 
-    def live_log(self, run_id: str) -> FunctionLog | None:
-        """The log of a run still going (followers wake on its lines and end when it ends)."""
-        return self._logs.get(run_id)
+    def logs(self, run_id: str, tail: int = 0, follow: bool = False) -> AsyncIterator[bytes]:
+        """A run's lines (the last ``tail``; 0: all). Following a run still going wakes on
+        each new line and ends when the run does. Raises NotFoundError at once."""
+        self.get(run_id)
+        live = self._logs.get(run_id)
+        if live is not None:
+            return live.read(tail, follow)
+        return _read_lines(self.log_path(run_id), tail)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def recover(self) -> list[RunRecord]:
@@ -338,3 +344,11 @@ class Jobs:
         note("info" if status == RunState.SUCCEEDED else "error",
              f"run {run.id} {status} after {duration:.2f}s"
              + (f": {reason}" if reason else ""), status=str(status))
+
+
+async def _read_lines(path: Path, tail: int) -> AsyncIterator[bytes]:
+    if not path.exists():
+        return
+    lines = path.read_bytes().splitlines(keepends=True)
+    for line in lines[-tail:] if tail > 0 else lines:
+        yield line

@@ -36,3 +36,22 @@ def consumer_lag(settings: dict[str, Any]) -> dict[str, int]:
     finally:
         with contextlib.suppress(Exception):
             consumer.close(autocommit=False)
+
+
+async def function_lag(settings: list[dict[str, Any]], log: Any, broker_down: bool
+                       ) -> dict[str, int]:
+    """Lag of every Kafka trigger of a function; -1 for a trigger whose broker does not
+    answer (at once when its workers already know the broker is down)."""
+    import asyncio
+
+    lag: dict[str, int] = {}
+    for one in settings:
+        if broker_down:  # known unreachable: answer at once rather than wait for a timeout
+            lag[",".join(one["topics"])] = -1
+            continue
+        try:
+            lag.update(await asyncio.wait_for(asyncio.to_thread(consumer_lag, one), 3))
+        except Exception as exc:  # the broker may be down: the status still answers
+            lag[",".join(one["topics"])] = -1
+            log.event("warn", f"cannot read consumer lag: {type(exc).__name__}: {exc}")
+    return lag

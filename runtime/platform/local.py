@@ -11,7 +11,7 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,49 +19,20 @@ import httpx
 
 from sluice.errors import DeployError, NotFoundError, PlatformError, SpecError
 from sluice.settings import Settings
-from sluice.spec import FunctionSpec, HttpTrigger, Kind, parse_spec
+from sluice.spec import FunctionSpec, Kind, parse_spec
 
 from . import metrics
 from .base import FunctionStatus, InvokeRequest, InvokeResponse
 from .cron_targets import HttpCronTarget, JobCronTarget
+from .deployed import Deployed, status_of, with_default_trigger
 from .jobs import Jobs, JobTarget
+from .lag import function_lag
 from .logs import FunctionLog
 from .scheduler import CronTarget, ScheduleInfo, Scheduler
 from .states import FunctionState, RunState, can_move
 from .store import FunctionRecord, RunRecord, Store
 from .supervisor import WorkerSet, listen
 from .worker_configs import WorkerDefaults, kafka_settings, worker_configs
-
-
-@dataclass
-class Deployed:
-    """A deployed function as the platform holds it in memory."""
-
-    spec: FunctionSpec
-    generation: int
-    log: FunctionLog
-    created: float
-    state: FunctionState = FunctionState.DEPLOYING
-    message: str = ""
-    sock: socket.socket | None = None
-    workers: WorkerSet | None = None
-    source_dir: Path | None = None
-    restarts: int = 0
-    updated: float = field(default_factory=time.time)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def port(self) -> int | None:
-        return self.sock.getsockname()[1] if self.sock is not None else None
-
-
-def with_default_trigger(spec: FunctionSpec) -> FunctionSpec:
-    """HTTP and serving functions get an HTTP trigger when the spec names no trigger at all."""
-    if not spec.triggers and spec.kind in (Kind.HTTP, Kind.SERVING):
-        triggers = {name: t.model_dump(mode="json") for name, t in spec.triggers.items()}
-        triggers["http"] = HttpTrigger().model_dump(mode="json")
-        return spec.with_changes(triggers=triggers)
-    return spec
 
 
 class LocalPlatform:
@@ -266,7 +237,7 @@ class LocalPlatform:
         self._schedule(fn)
         if previous is not None:
             self._in_background(self._retire(previous, old_sock))
-        return self._status(fn)
+        return self._status_of(fn)
 
     async def _roll_out_job(self, fn: Deployed, spec: FunctionSpec, source_dir: Path | None,
                             generation: int, started: float, serving: bool) -> FunctionStatus:
@@ -297,7 +268,7 @@ class LocalPlatform:
         self._schedule(fn)
         if previous is not None:
             self._in_background(self._retire(previous, old_sock))
-        return self._status(fn)
+        return self._status_of(fn)
 
     def _job_target(self, fn: Deployed) -> JobTarget:
         return JobTarget(fn.spec, fn.generation, fn.source_dir, fn.log)
@@ -324,7 +295,7 @@ class LocalPlatform:
 
         async def deliver(method: str, path: str, headers: dict[str, str], body: bytes,
                           timeout: float) -> int:
-            status = self._status(fn)
+            status = self._status_of(fn)
             if status.endpoint is None:
                 raise PlatformError("the function has no HTTP endpoint")
             headers = {**headers, "X-Sluice-Trigger-Token": self.defaults.trigger_token}
@@ -388,32 +359,8 @@ class LocalPlatform:
         fn.restarts += 1
         metrics.WORKER_RESTARTS.labels(fn.spec.name).inc()
 
-    def _status(self, fn: Deployed) -> FunctionStatus:
-        spec = fn.spec
-        workers = fn.workers
-        port = fn.port
-        return FunctionStatus(
-            name=spec.name,
-            kind=str(spec.kind),
-            state=fn.state,
-            generation=fn.generation,
-            version=spec.version,
-            replicas=max(1, spec.replicas.min),
-            workers=spec.workers,
-            workers_ready=len(workers.ready) if workers else 0,
-            triggers=[f"{t.kind}:{name}" for name, t in spec.triggers.items()],
-            endpoint=f"http://{spec.http_trigger.host}:{port}"
-            if spec.http_trigger and port else None,
-            message=fn.message,
-            restarts=fn.restarts,
-            created=fn.created,
-            updated=fn.updated,
-            spec=spec.model_dump(mode="json", exclude_none=True),
-            pids=sorted(w.process.pid for w in workers.workers.values()
-                        if w.process is not None and w.process.returncode is None)
-            if workers else [],
-            runs_active=len(self._jobs.active(spec.name)) if self._jobs is not None else 0,
-        )
+    def _status_of(self, fn: Deployed) -> FunctionStatus:
+        return status_of(fn, len(self._jobs.active(fn.spec.name)) if self._jobs else 0)
 
     def _find(self, name: str) -> Deployed:
         fn = self.functions.get(name)
@@ -424,31 +371,16 @@ class LocalPlatform:
     # -- the rest of the Platform interface --------------------------------------------------
     async def get(self, name: str) -> FunctionStatus:
         fn = self._find(name)
-        status = self._status(fn)
+        status = self._status_of(fn)
         if fn.spec.kafka_triggers:
-            status = replace(status, lag=await self._lag(fn.spec))
+            workers = fn.workers
+            status = replace(status, lag=await function_lag(
+                kafka_settings(fn.spec, self.defaults), fn.log,
+                broker_down=workers is not None and bool(workers.unhealthy)))
         return status
 
-    async def _lag(self, spec: FunctionSpec) -> dict[str, int]:
-        from .lag import consumer_lag
-
-        lag: dict[str, int] = {}
-        workers = self.functions[spec.name].workers
-        broker_down = workers is not None and bool(workers.unhealthy)
-        for settings in kafka_settings(spec, self.defaults):
-            if broker_down:  # known unreachable: answer at once rather than wait for a timeout
-                lag[",".join(settings["topics"])] = -1
-                continue
-            try:
-                lag.update(await asyncio.wait_for(asyncio.to_thread(consumer_lag, settings), 3))
-            except Exception as exc:  # the broker may be down: the status still answers
-                lag[f"{','.join(settings['topics'])}"] = -1
-                self.functions[spec.name].log.event(
-                    "warn", f"cannot read consumer lag: {type(exc).__name__}: {exc}")
-        return lag
-
     async def list(self) -> list[FunctionStatus]:
-        statuses = [self._status(fn) for _, fn in sorted(self.functions.items())]
+        statuses = [self._status_of(fn) for _, fn in sorted(self.functions.items())]
         for state in FunctionState:
             metrics.FUNCTIONS.labels(str(state)).set(sum(s.state == state for s in statuses))
         return statuses
@@ -505,7 +437,7 @@ class LocalPlatform:
 
     async def invoke(self, name: str, request: InvokeRequest) -> InvokeResponse:
         fn = self._find(name)
-        status = self._status(fn)
+        status = self._status_of(fn)
         if fn.spec.kind == Kind.JOB:
             raise SpecError(f"function {name!r} is a job: start a run with `sluice run {name}` "
                             f"(POST /api/functions/{name}/runs)")
@@ -550,11 +482,7 @@ class LocalPlatform:
 
     def run_logs(self, run_id: str, tail: int = 0, follow: bool = False) -> AsyncIterator[bytes]:
         """A run's lines; following ends when the run does."""
-        self.jobs.get(run_id)  # NotFoundError at once
-        live = self.jobs.live_log(run_id)
-        if live is not None:
-            return live.read(tail, follow)
-        return _read_finished(self.jobs.log_path(run_id), tail)
+        return self.jobs.logs(run_id, tail, follow)
 
     def schedules(self) -> builtins.list[ScheduleInfo]:
         return self.scheduler.list()
@@ -566,11 +494,3 @@ class LocalPlatform:
     def resume(self, name: str, trigger: str | None = None) -> builtins.list[str]:
         self._find(name)
         return self.scheduler.resume(name, trigger)
-
-
-async def _read_finished(path: Path, tail: int) -> AsyncIterator[bytes]:
-    if not path.exists():
-        return
-    lines = path.read_bytes().splitlines(keepends=True)
-    for line in lines[-tail:] if tail > 0 else lines:
-        yield line

@@ -58,7 +58,7 @@ class ScheduleInfo:
     timezone: str
     concurrency_policy: str
     paused: bool
-    last_fire: float | None
+    last_fire: float | None  # the last fire that ran (skipped ones do not count)
     next_fire: float | None
 
 
@@ -77,11 +77,14 @@ class Scheduler:
         self._entries: dict[str, _Entry] = {}
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._next: dict[tuple[str, str], datetime] = {}
+        # the latest fire of each trigger; kept across a redeploy, so that forbid and replace
+        # still see a run that an earlier version of the function started
+        self._running: dict[tuple[str, str], Firing] = {}
 
     def set(self, function: str, triggers: dict[str, CronTrigger], target: CronTarget,
             log: FunctionLog) -> None:
         """(Re)start the schedules of a function, e.g. after a deploy; paused ones stay so."""
-        self.remove(function)
+        self.remove(function, keep_running=True)
         if not triggers:
             return
         self._entries[function] = _Entry(dict(triggers), target, log)
@@ -96,11 +99,14 @@ class Scheduler:
             self._run(function, name, entry.triggers[name], entry.target, entry.log,
                       catch_up_missed))
 
-    def remove(self, function: str) -> None:
+    def remove(self, function: str, keep_running: bool = False) -> None:
         self._entries.pop(function, None)
         for key in [k for k in self._tasks if k[0] == function]:
             self._tasks.pop(key).cancel()
             self._next.pop(key, None)
+        if not keep_running:
+            for key in [k for k in self._running if k[0] == function]:
+                del self._running[key]
 
     def stop(self) -> None:
         for function in list(self._entries):
@@ -148,15 +154,21 @@ class Scheduler:
                 out.append(ScheduleInfo(
                     function, name, trigger.schedule or f"@every {trigger.interval}",
                     trigger.timezone, trigger.concurrency_policy, key not in self._tasks,
-                    self.store.last_fire(function, name),
+                    self.store.last_fired(function, name),
                     upcoming.timestamp() if upcoming is not None else None))
         return out
 
     # -- the loop ------------------------------------------------------------------------------
+    def _fired(self, key: tuple[str, str], firing: Firing | None) -> None:
+        if firing is None:
+            self._running.pop(key, None)
+        else:
+            self._running[key] = firing
+
     async def _run(self, function: str, name: str, trigger: CronTrigger, target: CronTarget,
                    log: FunctionLog, catch_up_missed: bool) -> None:
         schedule = CronSchedule.parse(trigger.schedule, trigger.interval, trigger.timezone)
-        running: Firing | None = None
+        key = (function, name)
         now = datetime.now(UTC)
         last_ts = self.store.last_fire(function, name)
         last = datetime.fromtimestamp(last_ts, UTC) if last_ts is not None else None
@@ -168,7 +180,8 @@ class Scheduler:
             if due is not None:
                 log.event("info", f"cron {name}: catching up the fire of {due.isoformat()} "
                           f"({missed} missed while the platform was down)", trigger=name)
-                running = target.fire(name, trigger, due)
+                self._fired(key, target.fire(name, trigger, due))
+                self.store.set_last_fired(function, name, due.timestamp())
             elif missed:
                 log.event("info", f"cron {name}: skipped {missed} fire(s) missed while the "
                           f"platform was down (catch_up={trigger.catch_up})", trigger=name)
@@ -177,6 +190,7 @@ class Scheduler:
         while True:
             self._next[(function, name)] = fire
             await asyncio.sleep(max(0.0, fire.timestamp() - time.time()))
+            running = self._running.get(key)
             busy = running is not None and not running.done()
             action = cron_action(trigger.concurrency_policy, busy)
             if action == "skip":
@@ -192,7 +206,8 @@ class Scheduler:
                               "the one still running (concurrency_policy=replace)", trigger=name)
                     await running.stop(f"replaced by the fire of {fire.isoformat()} "
                                        "(concurrency_policy=replace)")
-                running = target.fire(name, trigger, fire)
+                self._fired(key, target.fire(name, trigger, fire))
+                self.store.set_last_fired(function, name, fire.timestamp())
             self.store.set_last_fire(function, name, fire.timestamp())
             fire = schedule.next_fire(fire)
             now = datetime.now(UTC)

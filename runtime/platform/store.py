@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_fire  REAL NOT NULL,
     PRIMARY KEY (function, trigger)
 );
+CREATE TABLE IF NOT EXISTS schedule_fires (
+    function   TEXT NOT NULL,
+    trigger    TEXT NOT NULL,
+    fired      REAL NOT NULL,
+    PRIMARY KEY (function, trigger)
+);
 CREATE TABLE IF NOT EXISTS paused_schedules (
     function   TEXT NOT NULL,
     trigger    TEXT NOT NULL,
@@ -155,8 +161,21 @@ class Store:
         self._db.execute("DELETE FROM functions WHERE name=?", (name,))
         self._db.execute("DELETE FROM schedules WHERE function=?", (name,))
         self._db.execute("DELETE FROM paused_schedules WHERE function=?", (name,))
+        self._db.execute("DELETE FROM schedule_fires WHERE function=?", (name,))
 
     # -- schedules -----------------------------------------------------------------------------
+    def last_fired(self, function: str, trigger: str) -> float | None:
+        """The scheduled instant of the trigger's last fire that ran (not one skipped)."""
+        row = self._db.execute("SELECT fired FROM schedule_fires WHERE function=? AND trigger=?",
+                               (function, trigger)).fetchone()
+        return float(row[0]) if row else None
+
+    def set_last_fired(self, function: str, trigger: str, when: float) -> None:
+        self._db.execute(
+            "INSERT INTO schedule_fires (function, trigger, fired) VALUES (?, ?, ?) "
+            "ON CONFLICT(function, trigger) DO UPDATE SET fired=excluded.fired",
+            (function, trigger, when))
+
     def paused(self, function: str) -> set[str]:
         rows = self._db.execute("SELECT trigger FROM paused_schedules WHERE function=?",
                                 (function,)).fetchall()

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,13 +70,19 @@ class JobConfig:
 
 
 class Control:
-    """JSON lines to the platform; without a pipe (run by hand) they go to stderr."""
+    """JSON lines to the platform; without a pipe (run by hand) they go to stderr; with a
+    ``sink`` (sluice.testing) they are handed over as dicts."""
 
-    def __init__(self, fd: int | None) -> None:
+    def __init__(self, fd: int | None, sink: Callable[[dict[str, Any]], None] | None = None
+                 ) -> None:
         self.fd = fd
+        self.sink = sink
         self._lock = threading.Lock()  # a handler may report from its own threads
 
     def send(self, **message: Any) -> None:
+        if self.sink is not None:
+            self.sink(orjson.loads(orjson.dumps(message, default=repr)))
+            return
         data = orjson.dumps(message, default=repr) + b"\n"
         with self._lock:
             if self.fd is None:
@@ -191,6 +198,33 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(lines)
 
 
+def call_job(function: Any, context: JobContext, event: nuclio_sdk.Event
+             ) -> tuple[dict[str, Any] | None, str]:
+    """Call the handler once: (outputs, "") when it succeeds, (None, why) when it fails."""
+    try:
+        result = _call(function, context, event)
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            return None, f"the handler called sys.exit({exc.code!r})"
+        result = None
+    except BaseException as exc:  # the user's code: any failure is the run's, reported
+        context.logger.error_with(f"handler raised {type(exc).__name__}: {exc}",
+                                  traceback=_user_traceback(exc))
+        return None, f"handler raised {type(exc).__name__}: {exc}"
+    outputs: dict[str, Any] = {"metrics": context.metrics, "artifacts": context.artifacts}
+    if result is not None:
+        outputs["result"] = result
+    try:
+        size = len(orjson.dumps(outputs))
+    except TypeError as exc:
+        return None, f"the handler returned a value that is not JSON: {exc}"
+    if size > MAX_OUTPUT_BYTES:
+        return None, (f"the run's outputs are {size} bytes, over the {MAX_OUTPUT_BYTES} "
+                      "allowed: keep data in the artifact store and return its URI "
+                      "(context.log_artifact)")
+    return outputs, ""
+
+
 def run(config: JobConfig) -> int:
     from sluice.errors import HandlerError
     from sluice.handler import load_handler, run_init_context
@@ -207,31 +241,9 @@ def run(config: JobConfig) -> int:
         control.send(event="failed", error=str(exc), retry=False)
         return EXIT_STARTUP_FAILED
     control.send(event="started", pid=os.getpid())
-    try:
-        result = _call(loaded.function, context, make_job_event(config))
-    except SystemExit as exc:
-        if exc.code in (None, 0):
-            result = None
-        else:
-            control.send(event="error", error=f"the handler called sys.exit({exc.code!r})")
-            return EXIT_FAILED
-    except BaseException as exc:  # the user's code: any failure is the run's, reported
-        context.logger.error_with(f"handler raised {type(exc).__name__}: {exc}",
-                                  traceback=_user_traceback(exc))
-        control.send(event="error", error=f"handler raised {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
-    outputs: dict[str, Any] = {"metrics": context.metrics, "artifacts": context.artifacts}
-    if result is not None:
-        outputs["result"] = result
-    try:
-        size = len(orjson.dumps(outputs))
-    except TypeError as exc:
-        control.send(event="error", error=f"the handler returned a value that is not JSON: {exc}")
-        return EXIT_FAILED
-    if size > MAX_OUTPUT_BYTES:
-        control.send(event="error", error=f"the run's outputs are {size} bytes, over the "
-                     f"{MAX_OUTPUT_BYTES} allowed: keep data in the artifact store and return "
-                     "its URI (context.log_artifact)")
+    outputs, error = call_job(loaded.function, context, make_job_event(config))
+    if outputs is None:
+        control.send(event="error", error=error)
         return EXIT_FAILED
     control.send(event="succeeded", outputs=outputs)
     return EXIT_OK

@@ -228,3 +228,39 @@ def test_job_deploy_checks_the_handler_and_the_spec(daemon: Daemon, tmp_path):
     result = daemon.cli("invoke", "train", check=False)
     assert result.returncode == 1
     assert "is a job: start a run with `sluice run train`" in result.stderr
+
+
+def test_deploy_a_handler_file_as_a_cron_job_from_the_command_line(daemon: Daemon, tmp_path):
+    (tmp_path / "train.py").write_text(
+        "def handler(context, event):\n"
+        "    context.logger.info(f\"epochs={event.body.get('epochs')}\")\n"
+        "    return event.body\n")
+    out = daemon.cli("deploy", str(tmp_path / "train.py"), "--name", "train", "--kind", "job",
+                     "--trigger", "cron:schedule=0 */6 * * *").stdout
+    assert "start a run with `sluice run train`" in out
+    assert "epochs=5" in daemon.cli("run", "train", "--param", "epochs=5").stdout
+    [run] = runs(daemon, "train")
+    assert run["outputs"]["result"] == {"epochs": 5}
+    listing = json.loads(daemon.cli("schedule", "list", "-o", "json").stdout)
+    assert listing[0]["schedule"] == "0 */6 * * *" and not listing[0]["paused"]
+    assert listing[0]["next_fire"] > time.time()
+    daemon.cli("schedule", "pause", "train")
+    assert json.loads(daemon.cli("schedule", "list", "-o", "json").stdout)[0]["paused"]
+    daemon.cli("schedule", "resume", "train")
+    assert not json.loads(daemon.cli("schedule", "list", "-o", "json").stdout)[0]["paused"]
+    get = daemon.cli("get").stdout
+    assert "job" in get and "0 running" in get and "sluice run train" in get
+
+
+def test_forbid_still_sees_a_run_started_before_a_redeploy(daemon: Daemon, tmp_path):
+    runs_file = tmp_path / "runs.txt"
+    spec = {"env": {"RUNS_FILE": str(runs_file)},
+            "triggers": {"tick": {"kind": "cron", "interval": "1s",
+                                  "concurrency_policy": "forbid", "params": {"seconds": 30}}}}
+    deploy_job(daemon, tmp_path, "single", "sleeper", **spec)
+    wait_for(runs_file.exists, what="the first run")
+    deploy_job(daemon, tmp_path, "single", "sleeper", description="v2", **spec)
+    wait_for(lambda: any(r["status"] == "skipped" for r in runs(daemon, "single")),
+             what="a skipped fire after the redeploy")
+    daemon.cli("schedule", "pause", "single")
+    assert len(runs_file.read_text().splitlines()) == 1  # the first run, still the only one

@@ -91,8 +91,49 @@ def test_cron_example_is_a_valid_spec_and_kafka_config_is_read(tmp_path, monkeyp
     assert cluster.security["sasl_mechanism"] == "PLAIN"
 
 
+def test_jobs_tour_works_as_written(daemon: Daemon):
+    import json
+
+    tour = code_blocks("sh")[4]
+    run_id = ""
+    ran = 0
+    for raw in tour.strip().splitlines():
+        command = raw.split("  #")[0].strip()
+        args = [run_id if arg == "RUN_ID" else arg for arg in shlex.split(command)[1:]]
+        result = daemon.cli(*args)
+        ran += 1
+        if args[:2] == ["run", "report"] and "--detach" not in args:
+            assert "status     succeeded" in result.stdout and "metric     rows = 72" in \
+                result.stdout
+            assert "3/3  100%  day 3 of 3" in result.stderr  # the progress bar
+            run_id = re.search(r"^run +(\S+)$", result.stdout, flags=re.M).group(1)
+        elif "--detach" in args:
+            run_id = result.stdout.strip()
+        elif args[:2] == ["runs", "report"]:
+            assert run_id in result.stdout and "succeeded" in result.stdout
+        elif args[:2] == ["runs", "show"]:
+            assert "result     {\"days\": 3, \"rows\": 72}" in result.stdout
+            assert "report ready" in result.stdout  # the run's own log lines
+        elif args[:2] == ["schedule", "list"]:
+            assert re.search(r"report +nightly +0 2 \* \* \* +UTC +forbid +active +- ",
+                             result.stdout)
+        elif args[:2] == ["runs", "cancel"]:
+            assert "cancelled: cancelled by `sluice runs cancel`" in result.stdout
+    assert ran == 8
+    runs = json.loads(daemon.cli("runs", "report", "-o", "json").stdout)
+    assert [r["status"] for r in runs] == ["cancelled", "succeeded"]
+
+
+def test_job_handler_snippet_matches_the_example():
+    snippet = code_blocks("python")[1]
+    example = (ROOT / "examples/jobs/report.py").read_text()
+    for call in ("context.progress(day + 1, event.body[\"days\"]", "context.log_metrics(rows=",
+                 "return {"):
+        assert call.split("(")[0] in snippet and call.split("(")[0] in example
+
+
 def test_python_examples_run(daemon: Daemon, tmp_path, monkeypatch):
-    deploy_block, handler_block, harness_block = code_blocks("python")
+    deploy_block, _, handler_block, harness_block = code_blocks("python")
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("SLUICE_HOME", str(daemon.home))
     monkeypatch.setenv("SLUICE_API_PORT", str(daemon.port))

@@ -38,3 +38,21 @@ def test_harness_runs_async_handlers_and_passes_query_fields():
     assert seen["fields"] == {"a": "1"} and seen["header_title"] == "v"
     assert Harness.from_file(HANDLERS, "async_echo").call(body=[1]).json() == {
         "async": True, "body": [1]}
+
+
+def test_job_harness_reports_outputs_progress_and_failures():
+    from sluice.testing import JobHarness
+
+    jobs = Path(__file__).resolve().parents[1] / "handlers" / "job_handlers.py"
+    result = JobHarness.from_file(jobs, "train").run({"epochs": 2},
+                                                     declared={"epochs": 10, "lr": 0.5})
+    assert result.succeeded and result.error == ""
+    assert result.outputs is not None
+    assert result.outputs["result"] == {"epochs": 2, "lr": 0.5, "attempt": 1}
+    assert result.outputs["metrics"] == {"loss": 0.5, "epoch": 2}
+    assert [p["step"] for p in result.progress] == [1, 2]
+    assert result.logs[0]["message"] == "training" and result.logs[0]["run"] == "job_handlers-test"
+
+    failed = JobHarness.from_file(jobs, "flaky").run()
+    assert not failed.succeeded and failed.error == "handler raised RuntimeError: attempt 1 broke"
+    assert "Traceback" in failed.logs[-1]["with"]["traceback"]
