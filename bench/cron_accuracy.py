@@ -78,11 +78,18 @@ def scheduled_fires(platform: Platform, tmp: Path, fires: int) -> tuple[list[flo
         "env": {"STARTS_FILE": str(job_file)}, "triggers": {"tick": tick}}))
     platform.run("deploy", str(tmp / "http.yaml"))
     platform.run("deploy", str(tmp / "job.yaml"))
+    deadline = time.monotonic() + fires * 2 + 30
+    shown = -1
     while len(lines(http_file)) < fires or len(lines(job_file)) < fires:
-        time.sleep(0.5)
-        print(f"  {len(lines(http_file))}/{fires} http fires, {len(lines(job_file))}/{fires} "
-              "job fires", file=sys.stderr, end="\r", flush=True)
-    print(file=sys.stderr)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(lines(http_file))} http and {len(lines(job_file))} job "
+                             f"fires in {fires * 2 + 30} s; see {platform.env['SLUICE_HOME']}")
+        time.sleep(1)
+        done = min(len(lines(http_file)), len(lines(job_file)))
+        if done // 10 != shown:  # a line every 10 fires
+            shown = done // 10
+            print(f"  {len(lines(http_file))}/{fires} http fires, {len(lines(job_file))}/{fires}"
+                  " job fires", file=sys.stderr, flush=True)
     platform.run("schedule", "pause", "tick")
     platform.run("schedule", "pause", "tick-job")
     runs = json.loads(platform.run("runs", "tick-job", "--limit", "1000", "-o", "json"))

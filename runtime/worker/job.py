@@ -24,6 +24,7 @@ import inspect
 import json
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -136,10 +137,13 @@ def _watch_lifeline(fd: int) -> None:
     """EOF on the lifeline means the platform is gone: take the whole process group down."""
     def watch() -> None:
         while True:
+            # the pipe is shared with the function workers, whose event loops make it
+            # non-blocking for everyone: wait until it is readable, then read
+            select.select([fd], [], [])
             try:
                 if not os.read(fd, 1):
                     break
-            except InterruptedError:
+            except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
                 break

@@ -264,3 +264,13 @@ def test_forbid_still_sees_a_run_started_before_a_redeploy(daemon: Daemon, tmp_p
              what="a skipped fire after the redeploy")
     daemon.cli("schedule", "pause", "single")
     assert len(runs_file.read_text().splitlines()) == 1  # the first run, still the only one
+
+
+def test_job_runs_beside_http_workers_that_share_the_lifeline(daemon: Daemon, tmp_path):
+    # the workers' event loops make the shared lifeline pipe non-blocking; a run must not take
+    # that for the platform's death
+    daemon.deploy(HANDLERS.parent.parent / "examples" / "echo.py", "echo")
+    deploy_job(daemon, tmp_path, "train", "train", params={"epochs": 2, "lr": 0.1})
+    daemon.cli("run", "train")
+    [run] = runs(daemon, "train")
+    assert run["status"] == "succeeded", run
