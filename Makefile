@@ -21,9 +21,10 @@ test: $(STAMP)  ## lint, type-check and run the whole suite
 	$(VENV)/bin/mypy runtime triggers
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## HTTP overhead and cold-start benchmarks (needs wrk: apt-get install wrk)
+bench: $(STAMP)  ## HTTP overhead, cold-start and cron/run-start benchmarks (needs wrk)
 	$(PY) bench/http_overhead.py
 	$(PY) bench/cold_start.py
+	$(PY) bench/cron_accuracy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -106,7 +106,8 @@ def run_details(run: dict[str, Any]) -> str:
              + (f"/{run['trigger_name']}" if run.get("trigger_name") else "")
              + (f"  (fire of {_when(run['scheduled'])})" if run.get("scheduled") else ""),
              f"status     {run['status']}" + (f": {run['reason']}" if run.get("reason") else ""),
-             f"attempt    {run['attempt']} of {run['max_attempts']}",
+             f"attempt    {run['attempt']} of {run['max_attempts']}"
+             + (f" (exit code {run['exit_code']})" if run.get("exit_code") is not None else ""),
              f"created    {_when(run['created'])}",
              f"started    {_when(run.get('started'))}",
              f"ended      {_when(run.get('ended'))}",

@@ -270,7 +270,8 @@ class Jobs:
             reason = outcome.reason
             if final.attempt > 1 and outcome.status != RunState.SUCCEEDED:
                 reason += f" (attempt {final.attempt} of {final.max_attempts})"
-            self._finish(final, outcome.status, reason, outcome.outputs, note)
+            self._finish(replace(final, exit_code=outcome.exit_code), outcome.status, reason,
+                         outcome.outputs, note)
         except asyncio.CancelledError:
             status, reason = self._stopping.pop(run.id, (RunState.CANCELLED, "cancelled"))
             current = self.get(run.id)

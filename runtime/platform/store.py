@@ -56,14 +56,16 @@ CREATE TABLE IF NOT EXISTS runs (
     reason       TEXT NOT NULL DEFAULT '',
     outputs      TEXT NOT NULL DEFAULT '{}',
     pid          INTEGER,
-    scheduled    REAL
+    scheduled    REAL,
+    exit_code    INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_function ON runs (function, created);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
 """
 
 _RUN_COLUMNS = ("id, function, generation, version, trigger, trigger_name, params, status, "
-                "created, started, ended, attempt, max_attempts, reason, outputs, pid, scheduled")
+                "created, started, ended, attempt, max_attempts, reason, outputs, pid, scheduled, "
+                "exit_code")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class RunRecord:
     outputs: dict[str, Any] = field(default_factory=dict)
     pid: int | None = None
     scheduled: float | None = None  # the cron fire this run is for
+    exit_code: int | None = None  # of the last attempt's process (negative: killed by signal)
 
     @property
     def duration(self) -> float | None:
@@ -205,11 +208,11 @@ class Store:
     def put_run(self, run: RunRecord) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.function, run.generation, run.version, run.trigger, run.trigger_name,
              json.dumps(run.params), str(run.status), run.created, run.started, run.ended,
              run.attempt, run.max_attempts, run.reason, json.dumps(run.outputs), run.pid,
-             run.scheduled))
+             run.scheduled, run.exit_code))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id=?",
@@ -241,10 +244,10 @@ class Store:
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
     (run_id, function, generation, version, trigger, trigger_name, params, status, created,
-     started, ended, attempt, max_attempts, reason, outputs, pid, scheduled) = row
+     started, ended, attempt, max_attempts, reason, outputs, pid, scheduled, exit_code) = row
     return RunRecord(run_id, function, generation, version, trigger, trigger_name,
                      json.loads(params), RunState(status), created, started, ended, attempt,
-                     max_attempts, reason, json.loads(outputs), pid, scheduled)
+                     max_attempts, reason, json.loads(outputs), pid, scheduled, exit_code)
 
 
 def _record(row: tuple[Any, ...]) -> FunctionRecord:

@@ -58,7 +58,7 @@ def test_run_follows_logs_and_records_params_outputs(daemon: Daemon, tmp_path):
     assert "metric     loss = 0.333" in result.stdout
 
     [run] = runs(daemon, "train")
-    assert run["status"] == "succeeded" and run["trigger"] == "manual"
+    assert run["status"] == "succeeded" and run["trigger"] == "manual" and run["exit_code"] == 0
     assert run["params"] == {"epochs": 3, "lr": 0.1}  # the default filled in
     assert run["outputs"]["result"] == {"epochs": 3, "lr": 0.1, "attempt": 1}
     assert run["outputs"]["metrics"] == {"loss": pytest.approx(1 / 3), "epoch": 3}
@@ -87,6 +87,7 @@ def test_a_job_that_raises_is_retried_with_backoff_then_failed(daemon: Daemon, t
     assert result.returncode == 1
     [run] = runs(daemon, "flaky")
     assert run["status"] == "failed" and run["attempt"] == 3 and run["max_attempts"] == 3
+    assert run["exit_code"] == 1
     assert "handler raised RuntimeError: attempt 3 broke (attempt 3 of 3)" in run["reason"]
     assert "retrying in 0.2s" in result.stdout and "retrying in 0.4s" in result.stdout
     page = httpx.get(daemon.api + "/metrics").text
@@ -112,7 +113,7 @@ def test_timeout_kills_the_whole_process_group_even_when_it_ignores_sigterm(daem
     assert result.returncode == 1
     assert time.monotonic() - started < 10
     [run] = runs(daemon, "stubborn")
-    assert run["status"] == "timed_out"
+    assert run["status"] == "timed_out" and run["exit_code"] == -signal.SIGKILL
     assert "ran past its timeout of 2s" in run["reason"]
     assert "did not exit within 1s of SIGTERM" in result.stdout
     job_pid, child_pid = map(int, pids_file.read_text().split())
