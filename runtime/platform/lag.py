@@ -15,6 +15,7 @@ def consumer_lag(settings: dict[str, Any]) -> dict[str, int]:
     consumer = KafkaConsumer(
         bootstrap_servers=settings["bootstrap_servers"], group_id=settings["group"],
         enable_auto_commit=False, request_timeout_ms=2500,
+        allow_auto_create_topics=False,  # reading lag must never create the topic it reads
         **settings.get("security", {}))
     try:
         partitions = [TopicPartition(topic, p) for topic in settings["topics"]

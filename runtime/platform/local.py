@@ -23,7 +23,7 @@ from sluice.spec import FunctionSpec, Kind, parse_spec
 
 from . import metrics
 from .base import FunctionStatus, InvokeRequest, InvokeResponse
-from .cron_targets import HttpCronTarget, JobCronTarget
+from .cron_targets import Deliver, HttpCronTarget, JobCronTarget
 from .deployed import Deployed, status_of, with_default_trigger
 from .jobs import Jobs, JobTarget
 from .lag import function_lag
@@ -289,7 +289,7 @@ class LocalPlatform:
                                     fn.spec.timeout + 5)
         self._scheduler.set(fn.spec.name, fn.spec.cron_triggers, target, fn.log)
 
-    def _deliver_to(self, fn: Deployed) -> Any:
+    def _deliver_to(self, fn: Deployed) -> Deliver:
         client = self._client
         assert client is not None
 
