@@ -17,8 +17,8 @@ run: $(STAMP)  ## start the embedded platform with the example functions deploye
 		--deploy examples/jobs/report.yaml
 
 test: $(STAMP)  ## lint, type-check and run the whole suite
-	$(VENV)/bin/ruff check runtime triggers tests bench examples
-	$(VENV)/bin/mypy runtime triggers
+	$(VENV)/bin/ruff check runtime triggers serving tests bench examples
+	$(VENV)/bin/mypy runtime triggers serving
 	$(PY) -m pytest
 
 bench: $(STAMP)  ## HTTP overhead, cold-start and cron/run-start benchmarks (needs wrk)

@@ -8,6 +8,9 @@
     ├── NotFoundError                no function (or run, or model) by that name
     ├── PlatformError                the control plane could not do what was asked
     │   └── DeployError              workers of a new version did not become ready
+    ├── InferenceError               a model could not answer an inference request
+    │   ├── InvalidTensorError       the request's tensors are malformed (400)
+    │   └── OverloadedError          it cannot be served within its deadline (503)
     └── ApiError                     the platform API answered with an error (client side)
         └── UnauthorizedError        the API token was missing or wrong
 
@@ -52,6 +55,24 @@ class DeployError(PlatformError):
     """A new version's workers did not become ready; the previous version keeps serving."""
 
     http_status = 422
+
+
+class InferenceError(SluiceError):
+    """A model could not answer an inference request."""
+
+    http_status = 500
+
+
+class InvalidTensorError(InferenceError, ValueError):
+    """An inference request's tensors are malformed; the message names the input and why."""
+
+    http_status = 400
+
+
+class OverloadedError(InferenceError):
+    """The request cannot be served within its deadline (rejected at once, not queued)."""
+
+    http_status = 503
 
 
 class ApiError(SluiceError):

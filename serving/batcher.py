@@ -1,0 +1,264 @@
+"""The adaptive batcher: concurrent requests merged along the batch axis, run once, split back.
+
+Every caller awaits its own future; one dispatcher task wakes on events (an arrival, a batch
+done, or the end of a wait the policy asked for) and never polls. What forms a batch is
+decided by :class:`~sluice.serving.policy.BatchPolicy`; the batcher only does the I/O:
+
+    >>> import asyncio, numpy as np
+    >>> async def double(inputs):
+    ...     return {"y": inputs["x"] * 2}
+    >>> async def main():
+    ...     batcher = Batcher(double, BatchPolicy(max_batch=8))
+    ...     results = await asyncio.gather(*(batcher.submit({"x": np.full((1, 2), i)})
+    ...                                      for i in range(3)))
+    ...     await batcher.close()
+    ...     return [r["y"].tolist() for r in results]
+    >>> asyncio.run(main())
+    [[[0, 0]], [[2, 2]], [[4, 4]]]
+
+Errors reach callers through their futures (``set_exception``): a request that cannot meet
+its deadline gets :class:`~sluice.errors.OverloadedError` at once, a malformed one
+:class:`~sluice.errors.InvalidTensorError`, and a model that raises gives every caller of
+that batch its exception. A caller that gives up (its task is cancelled) is dropped before
+the batch it would have joined is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sluice.errors import InferenceError, InvalidTensorError, OverloadedError
+
+from .policy import ArrivalRate, BatchPolicy, Dispatch, Pending, Reject, ServiceTimes, Wait
+
+Tensors = dict[str, np.ndarray]
+RunBatch = Callable[[Tensors], Awaitable[Tensors]]
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """One batch, for metrics: its rows, requests, compute seconds, and each request's queue
+    wait in seconds."""
+
+    rows: int
+    requests: int
+    compute: float
+    waits: tuple[float, ...]
+
+
+@dataclass(eq=False)
+class _Item:
+    id: int
+    inputs: Tensors
+    rows: int
+    deadline: float
+    key: Hashable
+    arrived: float
+    future: asyncio.Future[Tensors] = field(repr=False)
+
+
+def batch_key(inputs: Tensors) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """Requests batch together only when every input agrees in name, datatype and the shape
+    after the batch axis."""
+    return tuple(sorted((name, array.dtype.str, tuple(array.shape[1:]))
+                        for name, array in inputs.items()))
+
+
+def rows_of(inputs: Tensors) -> int:
+    """The batch-axis length every input shares, or InvalidTensorError naming the culprit."""
+    if not inputs:
+        raise InvalidTensorError("the request has no inputs")
+    rows = None
+    for name, array in inputs.items():
+        if array.ndim == 0:
+            raise InvalidTensorError(f"input {name!r} is a scalar; batched inputs need a batch "
+                                     "axis first, e.g. shape [1, 64]")
+        if rows is None:
+            rows, first = array.shape[0], name
+        elif array.shape[0] != rows:
+            raise InvalidTensorError(f"input {name!r} has {array.shape[0]} rows along the "
+                                     f"batch axis but {first!r} has {rows}; they must agree")
+    assert rows is not None
+    if rows < 1:
+        raise InvalidTensorError("the request has 0 rows along the batch axis")
+    return int(rows)
+
+
+class Batcher:
+    """Merges concurrent :meth:`submit` calls into batches for ``run``.
+
+    ``latency``: the default latency objective in seconds (a request's deadline is its arrival
+    plus this, or plus its own ``timeout``). ``max_inflight``: batches that may run at once
+    (model instances, GPUs). ``on_batch`` receives a :class:`BatchStats` per batch."""
+
+    def __init__(self, run: RunBatch, policy: BatchPolicy | None = None, *,
+                 latency: float = 0.05, max_inflight: int = 1,
+                 times: ServiceTimes | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
+        if latency <= 0 or max_inflight < 1:
+            raise ValueError("latency must be above 0 and max_inflight at least 1")
+        self.run = run
+        self.policy = policy or BatchPolicy()
+        self.latency = latency
+        self.max_inflight = max_inflight
+        self.times = times or ServiceTimes()
+        self.clock = clock
+        self.on_batch = on_batch
+        self._queue: list[_Item] = []
+        self._ids = itertools.count()
+        self._rate = ArrivalRate()
+        self._running: dict[asyncio.Task[None], float] = {}  # batch task -> expected end
+        self._wake: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._running)
+
+    async def submit(self, inputs: Tensors, timeout: float | None = None) -> Tensors:
+        """This request's outputs, computed in a batch with others."""
+        if self._closed:
+            raise OverloadedError("the model is shutting down")
+        rows = rows_of(inputs)
+        now = self.clock()
+        deadline = now + (timeout if timeout is not None else self.latency)
+        key = batch_key(inputs)
+        why = self.policy.admit(now, rows, deadline, self._backlog(now, key), self.times)
+        if why is not None:
+            if rows > self.policy.max_batch:
+                raise InvalidTensorError(why)
+            raise OverloadedError(f"request rejected: {why}")
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(next(self._ids), inputs, rows, deadline, key, now, future))
+        self._rate.arrived(now)
+        self._poke()
+        return await future
+
+    def _backlog(self, now: float, key: Hashable) -> float:
+        """Seconds of work ahead of a new request of group ``key``, roughly."""
+        free = self.max_inflight - len(self._running)
+        wait = 0.0 if free > 0 else max(0.0, min(self._running.values()) - now)
+        queued = sum(item.rows for item in self._queue if item.key == key)
+        if not queued:
+            return wait
+        full, rest = divmod(queued, self.policy.max_batch)
+        work = full * self.times.estimate(self.policy.max_batch) + (
+            self.times.estimate(rest) if rest else 0.0)
+        return wait + work / self.max_inflight
+
+    def _poke(self) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        self._wake.set()
+        if not self._closed and (self._dispatcher is None or self._dispatcher.done()):
+            self._dispatcher = asyncio.create_task(self._dispatch_loop())
+
+    async def close(self) -> None:
+        """Stop taking requests, let running batches finish, fail what is still queued."""
+        self._closed = True
+        if self._dispatcher is not None:  # no new batch starts from here on
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(OverloadedError("the model is shutting down"))
+        self._queue.clear()
+
+    # -- dispatching -----------------------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        while True:
+            wake.clear()
+            timeout = self._step()
+            if timeout is not None and timeout <= 0:
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def _step(self) -> float | None:
+        """Start what the policy says; the seconds to wait before deciding again (None: until
+        something happens)."""
+        while self._queue and len(self._running) < self.max_inflight:
+            self._queue = [item for item in self._queue if not item.future.done()]
+            now = self.clock()
+            pending = [Pending(item.id, item.rows, item.deadline, item.key)
+                       for item in self._queue]
+            decision = self.policy.decide(now, pending, self.times,
+                                          self._rate.expected_gap(now))
+            if decision is None:
+                return None
+            if isinstance(decision, Wait):
+                return decision.until - now
+            chosen = set(decision.ids)
+            items = [item for item in self._queue if item.id in chosen]
+            self._queue = [item for item in self._queue if item.id not in chosen]
+            if isinstance(decision, Reject):
+                for item in items:
+                    item.future.set_exception(OverloadedError(f"request dropped: "
+                                                              f"{decision.reason}"))
+                continue
+            assert isinstance(decision, Dispatch)
+            task = asyncio.create_task(self._run_batch(items, now))
+            self._running[task] = now + self.times.estimate(decision.rows)
+        return None
+
+    async def _run_batch(self, items: list[_Item], started: float) -> None:
+        rows = sum(item.rows for item in items)
+        try:
+            batch = {name: np.concatenate([item.inputs[name] for item in items], axis=0)
+                     for name in items[0].inputs}
+            began = self.clock()
+            outputs = await self.run(batch)
+            compute = self.clock() - began
+            self.times.observe(rows, compute)
+            self._deliver(items, outputs, rows)
+            if self.on_batch is not None:
+                self.on_batch(BatchStats(rows, len(items), compute,
+                                         tuple(started - item.arrived for item in items)))
+        except Exception as exc:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+        finally:
+            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if self._wake is not None:
+                self._wake.set()
+
+    @staticmethod
+    def _deliver(items: list[_Item], outputs: Any, rows: int) -> None:
+        if not isinstance(outputs, dict) or not outputs:
+            raise InferenceError(f"the model returned {type(outputs).__name__}, not a mapping "
+                                 "of output names to arrays")
+        for name, array in outputs.items():
+            length = len(array) if hasattr(array, "__len__") else math.nan
+            if length != rows:
+                raise InferenceError(f"the model returned {length} rows of output {name!r} for "
+                                     f"a batch of {rows}; outputs must keep the batch axis")
+        offset = 0
+        for item in items:
+            end = offset + item.rows
+            if not item.future.done():  # its caller may have given up meanwhile
+                item.future.set_result({name: array[offset:end]
+                                        for name, array in outputs.items()})
+            offset = end

@@ -1,0 +1,232 @@
+"""The batcher on a real event loop: each caller gets exactly its rows, whatever the mix."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sluice.serving.batcher
+from sluice.errors import InferenceError, InvalidTensorError, OverloadedError
+from sluice.serving import Batcher, BatchPolicy, ServiceTimes
+
+
+def test_doctest():
+    result = doctest.testmod(sluice.serving.batcher)
+    assert result.attempted > 0 and result.failed == 0
+
+
+class Model:
+    """y = 2x + 1 and the per-row sum; records every batch; optionally held at a gate."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.gate = gate
+        self.batches: list[dict[str, tuple]] = []
+        self.running = 0
+        self.most_running = 0
+
+    async def __call__(self, inputs):
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            self.batches.append({k: v.shape for k, v in inputs.items()})
+            if self.gate is not None:
+                await self.gate.wait()
+            x = inputs["x"]
+            return {"y": x * 2 + 1, "s": x.reshape(len(x), -1).sum(axis=1)}
+        finally:
+            self.running -= 1
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+requests = st.lists(st.tuples(st.integers(1, 4), st.sampled_from([(3,), (2, 2), (5,)]),
+                              st.sampled_from([np.float32, np.int64])),
+                    min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(requests, st.integers(1, 3), st.integers(1, 16))
+def test_every_caller_gets_exactly_its_own_rows(specs, inflight, max_batch):
+    async def main():
+        model = Model()
+        batcher = Batcher(model, BatchPolicy(max_batch=max(max_batch, 4)), latency=10.0,
+                          max_inflight=inflight)
+        rng = np.random.default_rng(len(specs))
+        inputs = [{"x": rng.integers(-50, 50, size=(rows, *shape)).astype(dtype)}
+                  for rows, shape, dtype in specs]
+        results = await asyncio.gather(*(batcher.submit(i) for i in inputs))
+        await batcher.close()
+        for given_in, got in zip(inputs, results, strict=True):
+            x = given_in["x"]
+            np.testing.assert_array_equal(got["y"], x * 2 + 1)
+            np.testing.assert_array_equal(got["s"], x.reshape(len(x), -1).sum(axis=1))
+        assert model.most_running <= inflight
+        return model
+
+    model = asyncio.run(main())
+    assert sum(shape["x"][0] for shape in model.batches) == sum(r for r, _, _ in specs)
+
+
+def test_requests_queued_while_the_model_is_busy_form_one_batch():
+    async def main():
+        gate = asyncio.Event()
+        model = Model(gate)
+        batcher = Batcher(model, BatchPolicy(max_batch=64), latency=10.0)
+        first = asyncio.create_task(batcher.submit({"x": np.zeros((1, 3))}))
+        await settle()
+        assert len(model.batches) == 1  # dispatched at once: no timer while idle
+        rest = [asyncio.create_task(batcher.submit({"x": np.ones((1, 3))})) for _ in range(10)]
+        await settle()
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+        return model
+
+    model = asyncio.run(main())
+    assert [b["x"][0] for b in model.batches] == [1, 10]
+
+
+def test_at_most_max_inflight_batches_run_at_once():
+    async def main():
+        gate = asyncio.Event()
+        model = Model(gate)
+        batcher = Batcher(model, BatchPolicy(max_batch=2), latency=10.0, max_inflight=2)
+        tasks = [asyncio.create_task(batcher.submit({"x": np.ones((1, 3))})) for _ in range(8)]
+        await settle()
+        running_while_blocked = model.running
+        gate.set()
+        await asyncio.gather(*tasks)
+        await batcher.close()
+        return running_while_blocked, model
+
+    running, model = asyncio.run(main())
+    assert running == 2 and model.most_running == 2
+
+
+def test_a_caller_that_gives_up_is_not_computed():
+    async def main():
+        gate = asyncio.Event()
+        model = Model(gate)
+        batcher = Batcher(model, BatchPolicy(max_batch=64), latency=10.0)
+        busy = asyncio.create_task(batcher.submit({"x": np.zeros((1, 3))}))
+        await settle()
+        quitter = asyncio.create_task(batcher.submit({"x": np.ones((5, 3))}))
+        stayer = asyncio.create_task(batcher.submit({"x": np.ones((2, 3))}))
+        await settle()
+        quitter.cancel()
+        gate.set()
+        await asyncio.gather(busy, stayer)
+        await batcher.close()
+        return model
+
+    model = asyncio.run(main())
+    assert [b["x"][0] for b in model.batches] == [1, 2]  # the 5 rows never reached the model
+
+
+def test_shapes_that_differ_are_never_mixed():
+    async def main():
+        gate = asyncio.Event()
+        model = Model(gate)
+        batcher = Batcher(model, BatchPolicy(max_batch=64), latency=10.0)
+        busy = asyncio.create_task(batcher.submit({"x": np.zeros((1, 3))}))
+        await settle()
+        tasks = [asyncio.create_task(batcher.submit({"x": np.ones((1, 3 if i % 2 else 4))}))
+                 for i in range(6)]
+        await settle()
+        gate.set()
+        await asyncio.gather(busy, *tasks)
+        await batcher.close()
+        return model
+
+    model = asyncio.run(main())
+    assert sorted(b["x"] for b in model.batches[1:]) == [(3, 3), (3, 4)]
+
+
+def test_a_model_error_reaches_every_caller_of_that_batch_and_no_other():
+    async def main():
+        calls = 0
+
+        async def flaky(inputs):
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("CUDA out of memory")
+            return {"y": inputs["x"]}
+
+        batcher = Batcher(flaky, latency=10.0)
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            await batcher.submit({"x": np.ones((1, 2))})
+        ok = await batcher.submit({"x": np.ones((1, 2))})
+        await batcher.close()
+        return ok
+
+    assert asyncio.run(main())["y"].shape == (1, 2)
+
+
+def test_outputs_that_lose_the_batch_axis_are_an_error_not_a_wrong_answer():
+    async def main():
+        async def broken(inputs):
+            return {"y": inputs["x"][:1]}
+
+        batcher = Batcher(broken, latency=10.0)
+        with pytest.raises(InferenceError, match="returned 1 rows of output 'y' for a batch of 3"):
+            await batcher.submit({"x": np.ones((3, 2))})
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_hopeless_requests_are_rejected_at_once():
+    async def main():
+        slow = ServiceTimes()
+        slow.observe(1, 1.0)  # a batch takes a second; the objective is 50 ms
+        batcher = Batcher(Model(), latency=0.05, times=slow)
+        with pytest.raises(OverloadedError, match="cannot be served within its deadline"):
+            await batcher.submit({"x": np.ones((1, 3))})
+        assert batcher.queued == 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("inputs", "message"), [
+    ({}, "no inputs"),
+    ({"x": np.float32(1.0)}, "is a scalar"),
+    ({"x": np.ones((2, 3)), "z": np.ones((3, 3))}, "'z' has 3 rows along the batch axis"),
+    ({"x": np.ones((0, 3))}, "0 rows"),
+    ({"x": np.ones((100, 3))}, "at most 64 per batch"),
+])
+def test_malformed_requests_say_what_is_wrong(inputs, message):
+    async def main():
+        batcher = Batcher(Model(), latency=10.0)
+        with pytest.raises(InvalidTensorError, match=message):
+            await batcher.submit(inputs)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_close_fails_what_is_still_queued():
+    async def main():
+        gate = asyncio.Event()
+        batcher = Batcher(Model(gate), BatchPolicy(max_batch=1), latency=10.0)
+        first = asyncio.create_task(batcher.submit({"x": np.ones((1, 3))}))
+        second = asyncio.create_task(batcher.submit({"x": np.ones((1, 3))}))
+        await settle()
+        closing = asyncio.create_task(batcher.close())
+        await settle()
+        gate.set()
+        await closing
+        assert (await first)["y"].shape == (1, 3)
+        with pytest.raises(OverloadedError, match="shutting down"):
+            await second
+
+    asyncio.run(main())
