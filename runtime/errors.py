@@ -8,6 +8,7 @@
     ├── NotFoundError                no function (or run, or model) by that name
     ├── PlatformError                the control plane could not do what was asked
     │   └── DeployError              workers of a new version did not become ready
+    ├── ArtifactError                an artifact is missing, corrupt, or named outside its store
     ├── InferenceError               a model could not answer an inference request
     │   ├── InvalidTensorError       the request's tensors are malformed (400)
     │   └── OverloadedError          it cannot be served within its deadline (503)
@@ -55,6 +56,13 @@ class DeployError(PlatformError):
     """A new version's workers did not become ready; the previous version keeps serving."""
 
     http_status = 422
+
+
+class ArtifactError(SluiceError):
+    """An artifact (a model file, a dataset) is missing, fails its integrity check, or its name
+    would escape the store."""
+
+    http_status = 400
 
 
 class InferenceError(SluiceError):
