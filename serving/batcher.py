@@ -26,6 +26,7 @@ the batch it would have joined is computed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import math
@@ -38,7 +39,7 @@ import numpy as np
 
 from sluice.errors import InferenceError, InvalidTensorError, OverloadedError
 
-from .policy import ArrivalRate, BatchPolicy, Dispatch, Pending, Reject, ServiceTimes, Wait
+from .policy import ArrivalRate, BatchPolicy, Dispatch, Reject, ServiceTimes, Wait
 
 Tensors = dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Awaitable[Tensors]]
@@ -114,7 +115,8 @@ class Batcher:
         self.times = times or ServiceTimes()
         self.clock = clock
         self.on_batch = on_batch
-        self._queue: list[_Item] = []
+        self._queue: list[_Item] = []  # in deadline order
+        self._queued_rows: dict[Hashable, int] = {}  # rows waiting, per group
         self._ids = itertools.count()
         self._rate = ArrivalRate()
         self._running: dict[asyncio.Task[None], float] = {}  # batch task -> expected end
@@ -144,7 +146,12 @@ class Batcher:
                 raise InvalidTensorError(why)
             raise OverloadedError(f"request rejected: {why}")
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(next(self._ids), inputs, rows, deadline, key, now, future))
+        item = _Item(next(self._ids), inputs, rows, deadline, key, now, future)
+        if not self._queue or self._queue[-1].deadline <= deadline:
+            self._queue.append(item)  # the common case: one latency objective for all
+        else:
+            bisect.insort(self._queue, item, key=lambda queued: queued.deadline)
+        self._queued_rows[key] = self._queued_rows.get(key, 0) + rows
         self._rate.arrived(now)
         self._poke()
         return await future
@@ -153,7 +160,7 @@ class Batcher:
         """Seconds of work ahead of a new request of group ``key``, roughly."""
         free = self.max_inflight - len(self._running)
         wait = 0.0 if free > 0 else max(0.0, min(self._running.values()) - now)
-        queued = sum(item.rows for item in self._queue if item.key == key)
+        queued = self._queued_rows.get(key, 0)
         if not queued:
             return wait
         full, rest = divmod(queued, self.policy.max_batch)
@@ -181,6 +188,7 @@ class Batcher:
             if not item.future.done():
                 item.future.set_exception(OverloadedError("the model is shutting down"))
         self._queue.clear()
+        self._queued_rows.clear()
 
     # -- dispatching -----------------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
@@ -200,28 +208,45 @@ class Batcher:
         """Start what the policy says; the seconds to wait before deciding again (None: until
         something happens)."""
         while self._queue and len(self._running) < self.max_inflight:
-            self._queue = [item for item in self._queue if not item.future.done()]
             now = self.clock()
-            pending = [Pending(item.id, item.rows, item.deadline, item.key)
-                       for item in self._queue]
-            decision = self.policy.decide(now, pending, self.times,
+            decision = self.policy.decide(now, self._queue, self.times,
                                           self._rate.expected_gap(now))
             if decision is None:
                 return None
             if isinstance(decision, Wait):
                 return decision.until - now
-            chosen = set(decision.ids)
-            items = [item for item in self._queue if item.id in chosen]
-            self._queue = [item for item in self._queue if item.id not in chosen]
+            items = self._take(set(decision.ids))
             if isinstance(decision, Reject):
                 for item in items:
                     item.future.set_exception(OverloadedError(f"request dropped: "
                                                               f"{decision.reason}"))
                 continue
             assert isinstance(decision, Dispatch)
+            items = [item for item in items if not item.future.done()]  # callers who left
+            if not items:
+                continue
+            rows = sum(item.rows for item in items)
             task = asyncio.create_task(self._run_batch(items, now))
-            self._running[task] = now + self.times.estimate(decision.rows)
+            self._running[task] = now + self.times.estimate(rows)
         return None
+
+    def _take(self, ids: set[int]) -> list[_Item]:
+        """Remove these from the queue (mostly a prefix of it) and return them."""
+        taken: list[_Item] = []
+        kept: list[_Item] = []
+        for item in self._queue:
+            (taken if item.id in ids else kept).append(item)
+            if len(taken) == len(ids):
+                kept.extend(self._queue[len(taken) + len(kept):])
+                break
+        self._queue = kept
+        for item in taken:
+            left = self._queued_rows[item.key] - item.rows
+            if left:
+                self._queued_rows[item.key] = left
+            else:
+                del self._queued_rows[item.key]
+        return taken
 
     async def _run_batch(self, items: list[_Item], started: float) -> None:
         rows = sum(item.rows for item in items)

@@ -31,15 +31,33 @@ newcomer saves its own batch's fixed cost, the ``n`` waiting rows pay ``gap`` ea
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Queued(Protocol):
+    """What the policy reads of a queued request (the batcher's own records have these)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def rows(self) -> int: ...
+
+    @property
+    def deadline(self) -> float: ...
+
+    @property
+    def key(self) -> Hashable: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """What the policy knows of one queued request."""
+    """A queued request as plain values (for tests and callers without records of their own)."""
 
     id: int
     rows: int  # its size along the batch axis
@@ -85,6 +103,9 @@ class ServiceTimes:
         self.window = window
         self.default = default  # before any sample: 0 dispatches at once and learns
         self._samples: dict[int, deque[float]] = {}
+        # the monotone curve (sizes, seconds), rebuilt on the first estimate after a sample:
+        # estimates are asked for far more often (every arrival, every prefix) than samples come
+        self._curve: tuple[list[int], list[float]] | None = None
 
     @staticmethod
     def bucket(rows: int) -> int:
@@ -93,30 +114,34 @@ class ServiceTimes:
     def observe(self, rows: int, seconds: float) -> None:
         samples = self._samples.setdefault(self.bucket(rows), deque(maxlen=self.window))
         samples.append(max(0.0, seconds))
+        self._curve = None
 
     def _at(self, bucket: int) -> float:
         ordered = sorted(self._samples[bucket])
         return ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
 
+    def _build(self) -> tuple[list[int], list[float]]:
+        sizes = sorted(self._samples)
+        seconds = [self._at(b) for b in sizes]
+        for i in range(1, len(seconds)):  # monotone: a bigger batch is never faster
+            seconds[i] = max(seconds[i], seconds[i - 1])
+        return sizes, seconds
+
     def estimate(self, rows: int) -> float:
         if not self._samples:
             return self.default
-        buckets = sorted(self._samples)
-        points = [(b, self._at(b)) for b in buckets]
-        for i in range(1, len(points)):  # monotone: a bigger batch is never faster
-            if points[i][1] < points[i - 1][1]:
-                points[i] = (points[i][0], points[i - 1][1])
-        sizes = [b for b, _ in points]
+        if self._curve is None:
+            self._curve = self._build()
+        sizes, seconds = self._curve
         i = bisect.bisect_left(sizes, rows)
-        if i < len(points) and sizes[i] == rows:
-            return points[i][1]
+        if i < len(sizes) and sizes[i] == rows:
+            return seconds[i]
         if i == 0:  # smaller than anything seen: the smallest observed
-            return points[0][1]
-        if i == len(points):  # larger than anything seen: grow in proportion to the rows
-            size, seconds = points[-1]
-            return seconds * rows / size
-        (low, t_low), (high, t_high) = points[i - 1], points[i]
-        return t_low + (t_high - t_low) * (rows - low) / (high - low)
+            return seconds[0]
+        if i == len(sizes):  # larger than anything seen: grow in proportion to the rows
+            return seconds[-1] * rows / sizes[-1]
+        low, high = sizes[i - 1], sizes[i]
+        return seconds[i - 1] + (seconds[i] - seconds[i - 1]) * (rows - low) / (high - low)
 
 
 @dataclass(frozen=True)
@@ -144,33 +169,38 @@ class BatchPolicy:
                     f"of work is queued ahead and it takes about {needed * 1000:.1f} ms itself")
         return None
 
-    def decide(self, now: float, queue: Sequence[Pending], times: ServiceTimes,
+    def decide(self, now: float, queue: Sequence[Queued], times: ServiceTimes,
                gap: float) -> Decision:
-        """The next step for one free slot. ``queue`` in arrival order; ``gap``: the expected
-        seconds until the next arrival (math.inf when nothing is arriving)."""
+        """The next step for one free slot. ``queue`` is in deadline order (the batcher keeps
+        it so); ``gap`` is the expected seconds until the next arrival (math.inf: none
+        expected). The work is proportional to the batch, not to the queue, up to the scan
+        for the group's members."""
         if not queue:
             return None
-        expired = tuple(p.id for p in queue if p.deadline <= now)
-        if expired:
-            return Reject(expired, "its deadline passed while it waited in the queue")
-        urgent = min(queue, key=lambda p: p.deadline)
-        group = sorted((p for p in queue if p.key == urgent.key), key=lambda p: p.deadline)
+        if queue[0].deadline <= now:
+            expired = tuple(itertools.takewhile(lambda p: p.deadline <= now, queue))
+            return Reject(tuple(p.id for p in expired),
+                          "its deadline passed while it waited in the queue")
+        urgent = queue[0]
         if now + times.estimate(urgent.rows) > urgent.deadline:
             return Reject((urgent.id,), "it can no longer finish within its deadline, even "
                           "alone")
-        taken: list[Pending] = []
+        taken: list[int] = []
         rows = 0
-        for pending in group:
-            if rows + pending.rows > self.max_batch:
+        complete = True  # every queued member of the group is in the batch
+        for pending in queue:
+            if pending.key != urgent.key:
+                continue
+            if rows + pending.rows > self.max_batch or \
+                    now + times.estimate(rows + pending.rows) > urgent.deadline:
+                complete = False
                 break
-            if now + times.estimate(rows + pending.rows) > urgent.deadline:
-                break
-            taken.append(pending)
+            taken.append(pending.id)
             rows += pending.rows
-        if len(taken) == len(group) and rows < self.max_batch and self._worth_waiting(
+        if complete and rows < self.max_batch and self._worth_waiting(
                 now, rows, urgent.deadline, times, gap):
             return Wait(now + gap)
-        return Dispatch(tuple(p.id for p in taken), rows)
+        return Dispatch(tuple(taken), rows)
 
     def _worth_waiting(self, now: float, rows: int, deadline: float, times: ServiceTimes,
                        gap: float) -> bool:

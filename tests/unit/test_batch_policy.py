@@ -77,8 +77,10 @@ def test_largest_batch_that_meets_the_earliest_deadline():
 
 
 def test_most_urgent_group_first_and_groups_never_mix():
-    queue = [p(0, 0.05, key="a"), p(1, 0.02, key="b"), p(2, 0.05, key="a"), p(3, 0.03, key="b")]
+    queue = [p(1, 0.02, key="b"), p(3, 0.03, key="b"), p(0, 0.05, key="a"), p(2, 0.05, key="a")]
     assert BatchPolicy().decide(0.0, queue, MLP, gap=math.inf) == Dispatch((1, 3), 2)
+    mixed = [p(0, 0.02, key="a"), p(1, 0.03, key="b"), p(2, 0.04, key="a")]
+    assert BatchPolicy().decide(0.0, mixed, MLP, gap=math.inf) == Dispatch((0, 2), 2)
 
 
 def test_expired_requests_are_dropped_before_compute():
