@@ -75,10 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", help="stop a function and remove it")
     delete.add_argument("name")
 
-    from . import kafka_cli, runs_cli
+    from . import kafka_cli, models_cli, runs_cli
 
     kafka_cli.add_commands(sub)
     runs_cli.add_commands(sub)
+    models_cli.add_commands(sub)
 
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
@@ -272,6 +273,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return command(args, _client(args))
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models_cli import cmd_models as models
+
+    return models(args, _settings(args).artifacts_uri())
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     _client(args).delete(args.name)
     print(f"{args.name} deleted")
@@ -290,7 +297,7 @@ COMMANDS = {
     "up": cmd_up, "info": cmd_info, "deploy": cmd_deploy, "get": cmd_get, "invoke": cmd_invoke,
     "logs": cmd_logs, "export": cmd_export, "delete": cmd_delete, "scale": cmd_scale,
     "topics": cmd_kafka, "produce": cmd_kafka, "consume": cmd_kafka,
-    "run": cmd_runs, "runs": cmd_runs, "schedule": cmd_runs,
+    "run": cmd_runs, "runs": cmd_runs, "schedule": cmd_runs, "models": cmd_models,
 }
 
 

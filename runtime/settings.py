@@ -12,6 +12,11 @@ A real Kafka cluster is configured in ``$SLUICE_HOME/config.yaml``::
                  sasl_plain_username: me, sasl_plain_password: secret}
 
 or with ``SLUICE_KAFKA_BOOTSTRAP`` (which wins); then no embedded broker starts.
+
+The model registry's artifact store is ``$SLUICE_HOME/artifacts`` unless ``config.yaml`` says
+``artifacts: s3://bucket/prefix`` (or another directory), or ``SLUICE_ARTIFACTS`` does (which
+wins). S3 credentials and endpoint come from boto3's own settings (``AWS_PROFILE``,
+``AWS_ENDPOINT_URL``, ...).
 """
 
 from __future__ import annotations
@@ -107,18 +112,38 @@ class Settings:
     def config_path(self) -> Path:
         return self.home / "config.yaml"
 
+    def _config(self) -> dict[str, Any]:
+        if not self.config_path.exists():
+            return {}
+        import yaml
+
+        try:
+            config = yaml.safe_load(self.config_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{self.config_path}: not valid YAML: {exc}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{self.config_path}: must hold a mapping (kafka:, artifacts:)")
+        return config
+
+    def artifacts_uri(self) -> str:
+        """The registry's store: SLUICE_ARTIFACTS, else config.yaml's ``artifacts``, else
+        ``$SLUICE_HOME/artifacts``."""
+        env = os.environ.get("SLUICE_ARTIFACTS", "").strip()
+        if env:
+            return env
+        configured = self._config().get("artifacts")
+        if configured is not None and not isinstance(configured, str):
+            raise ValueError(f"{self.config_path}: 'artifacts' must be a directory or "
+                             "s3://bucket/prefix")
+        return configured or str(self.home / "artifacts")
+
     def kafka_cluster(self) -> KafkaCluster:
         """The configured cluster: config.yaml's ``kafka`` section, SLUICE_KAFKA_BOOTSTRAP wins."""
         bootstrap: str | None = None
         security: dict[str, Any] = {}
         if self.config_path.exists():
-            import yaml
-
-            try:
-                config = yaml.safe_load(self.config_path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{self.config_path}: not valid YAML: {exc}") from None
-            kafka = config.get("kafka") or {} if isinstance(config, dict) else None
+            config = self._config()
+            kafka = config.get("kafka") or {}
             if not isinstance(kafka, dict):
                 raise ValueError(f"{self.config_path}: 'kafka' must be a mapping")
             unknown = set(kafka) - {"bootstrap_servers", "security"}
