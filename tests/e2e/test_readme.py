@@ -144,3 +144,18 @@ def test_python_examples_run(daemon: Daemon, tmp_path, monkeypatch):
     (tmp_path / "scorer.py").write_text(handler_block)
     monkeypatch.chdir(tmp_path)
     exec(harness_block, {})  # noqa: S102 - its assert is the check
+
+
+def test_models_tour_works_as_written(daemon: Daemon):
+    tour = code_blocks("sh")[5]
+    ran = 0
+    for raw in tour.strip().splitlines():
+        args = shlex.split(raw.split("  #")[0].strip())[1:]
+        result = daemon.cli(*args)
+        ran += 1
+        if args[:2] == ["models", "push"]:
+            assert result.stdout.startswith("fraud version 1 ")
+        elif args[:2] == ["models", "show"]:
+            assert "fraud version 1 (production)" in result.stdout
+            assert '"auc": 0.93' in result.stdout
+    assert ran == 4
