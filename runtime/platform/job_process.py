@@ -22,7 +22,7 @@ from typing import Any
 from sluice.worker.config import EXIT_STARTUP_FAILED
 from sluice.worker.job import JobConfig
 
-from .logs import FunctionLog
+from .logs import FunctionLog, pump
 from .states import RunState
 from .supervisor import describe_exit
 
@@ -149,15 +149,11 @@ class AttemptProcess:
             log.event(level, message, run=self.config.run_id, attempt=self.config.attempt)
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line over the stream limit: pass it on in pieces
-                line = await stream.read(65536)
-            if not line:
-                return
+        def write(line: bytes) -> None:
             for log in self.logs:
                 log.worker_output(line, None, name, run=self.config.run_id)
+
+        await pump(stream, write)
 
     async def _control(self, fd: int) -> None:
         loop = asyncio.get_running_loop()

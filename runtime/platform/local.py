@@ -228,10 +228,15 @@ class LocalPlatform:
         fn.source_dir = source_dir
         if new_sock is not None:
             fn.sock = new_sock
-        elapsed = time.monotonic() - started
+        return self._rolled_out(fn, previous, old_sock, started, "")
+
+    def _rolled_out(self, fn: Deployed, previous: WorkerSet | None,
+                    old_sock: socket.socket | None, started: float, note: str
+                    ) -> FunctionStatus:
+        """The new generation is in place: record it, schedule it, retire the old workers."""
         self._move(fn, FunctionState.READY, "")
-        fn.log.event("info", f"generation {generation} ready in {elapsed:.2f}s",
-                     generation=generation)
+        fn.log.event("info", f"generation {fn.generation} ready in "
+                     f"{time.monotonic() - started:.2f}s{note}", generation=fn.generation)
         metrics.DEPLOYS.labels("succeeded").inc()
         self._save(fn)
         self._schedule(fn)
@@ -259,16 +264,8 @@ class LocalPlatform:
             raise DeployError(f"function {spec.name!r}: {message}") from None
         old_sock, fn.sock = fn.sock, None  # a function that was http before
         fn.spec, fn.generation, fn.workers, fn.source_dir = spec, generation, None, source_dir
-        self._move(fn, FunctionState.READY, "")
-        fn.log.event("info", f"generation {generation} ready in "
-                     f"{time.monotonic() - started:.2f}s (a job: each run is a process)",
-                     generation=generation)
-        metrics.DEPLOYS.labels("succeeded").inc()
-        self._save(fn)
-        self._schedule(fn)
-        if previous is not None:
-            self._in_background(self._retire(previous, old_sock))
-        return self._status_of(fn)
+        return self._rolled_out(fn, previous, old_sock, started,
+                                " (a job: each run is a process)")
 
     def _job_target(self, fn: Deployed) -> JobTarget:
         return JobTarget(fn.spec, fn.generation, fn.source_dir, fn.log)

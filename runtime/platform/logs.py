@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,3 +101,16 @@ class FunctionLog:
                 self._followers -= 1
         finally:
             source.close()
+
+
+async def pump(stream: asyncio.StreamReader, write: Callable[[bytes], None]) -> None:
+    """Every line of a child's output stream to ``write``, until it closes; a line over the
+    stream's limit is passed on in pieces."""
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:
+            line = await stream.read(65536)
+        if not line:
+            return
+        write(line)

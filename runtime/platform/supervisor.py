@@ -23,7 +23,7 @@ from typing import Any
 from sluice.errors import DeployError
 from sluice.worker.config import EXIT_OK, EXIT_RECYCLED, WorkerConfig
 
-from .logs import FunctionLog
+from .logs import FunctionLog, pump
 
 READY_TIMEOUT = 60.0
 # a lone worker's stop; a WorkerSet gives each worker twice its drain timeout (HTTP, then Kafka)
@@ -110,14 +110,7 @@ class WorkerProcess:
         ]
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line over the stream limit: pass it on in pieces
-                line = await stream.read(65536)
-            if not line:
-                return
-            self.log.worker_output(line, self.worker_id, name)
+        await pump(stream, lambda line: self.log.worker_output(line, self.worker_id, name))
 
     async def _control(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
