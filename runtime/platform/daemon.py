@@ -110,7 +110,8 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     for path in files:
         try:
             status = await platform.deploy(parse_spec(spec_from_path(path)))
-            print(f"  deployed     {status.name:<12} {status.endpoint}   ({path})", file=out)
+            where = status.endpoint or f"a job: sluice run {status.name}"
+            print(f"  deployed     {status.name:<12} {where}   ({path})", file=out)
         except SluiceError as exc:
             print(f"  failed       {path}: {exc}", file=out)
     if files and platform.functions:
@@ -125,9 +126,9 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
         print(f"  {cli} logs {name}", file=out)
         jobs = [n for n, f in platform.functions.items() if f.spec.kind == "job"]
         if jobs:
-            print(f"  {cli} run {jobs[0]}         # a job: one process per run, with progress",
+            print(f"  {cli} run {jobs[0]}   # a job: one process per run, with progress",
                   file=out)
-            print(f"  {cli} runs             # every run: status, duration, attempt", file=out)
+            print(f"  {cli} runs         # every run: status, duration, attempt", file=out)
         print(f"  {cli} deploy FILE.py --name NAME   # your own handler(context, event)", file=out)
     print("Press Ctrl-C to stop.", file=out, flush=True)
     try:
