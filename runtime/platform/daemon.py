@@ -115,10 +115,12 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
         except SluiceError as exc:
             print(f"  failed       {path}: {exc}", file=out)
     if files and platform.functions:
-        name, fn = next(iter(platform.functions.items()))
+        callable_ = [(n, f) for n, f in platform.functions.items() if f.spec.kind != "job"]
+        name, fn = callable_[0] if callable_ else next(iter(platform.functions.items()))
         cli = "sluice" if os.environ.get("VIRTUAL_ENV") else ".venv/bin/sluice"
         print("\nTry, in another terminal:", file=out)
-        print(f"  {cli} invoke {name} --body '{{\"x\": 1}}'", file=out)
+        if callable_:
+            print(f"  {cli} invoke {name} --body '{{\"x\": 1}}'", file=out)
         if fn.port:
             print(f"  curl -X POST http://127.0.0.1:{fn.port}/ -H 'content-type: application/json'"
                   " -d '{\"x\": 1}'", file=out)
