@@ -275,3 +275,31 @@ def test_job_runs_beside_http_workers_that_share_the_lifeline(daemon: Daemon, tm
     daemon.cli("run", "train")
     [run] = runs(daemon, "train")
     assert run["status"] == "succeeded", run
+
+
+def test_sluice_up_deploys_a_job_and_says_how_to_run_it(tmp_path):
+    import subprocess
+
+    from sluice.platform.broker import free_port
+    from tests.conftest import ROOT, SLUICE, stop
+
+    env = {**os.environ, "SLUICE_HOME": str(tmp_path / "home"),
+           "SLUICE_API_PORT": str(free_port())}
+    process = subprocess.Popen(
+        SLUICE + ["up", "--no-broker", "--deploy", "examples/jobs/report.yaml", "--deploy",
+                  "examples/echo.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+    finally:
+        stop(process)
+        if process.stdout is not None:
+            process.stdout.close()
+    text = "".join(lines)
+    assert "report       a job: sluice run report" in text
+    assert "sluice invoke echo" in text and "sluice invoke report" not in text
+    assert "sluice run report" in text
