@@ -1,0 +1,151 @@
+"""The in-process torch backend: an exported program (``torch.export.save``, a ``.pt2`` file),
+a TorchScript file, or a saved ``torch.nn.Module``, on CUDA when the spec asks for a GPU and
+one exists, else on the CPU (with a warning when a GPU was asked for). A :class:`TorchModel`
+is the ``run`` callable a :class:`~sluice.serving.Batcher` takes:
+
+    >>> import asyncio, tempfile, pathlib, numpy as np, torch
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "linear.pt"
+    >>> torch.save(torch.nn.Linear(2, 1, bias=False), path)
+    >>> model = TorchModel.load(path, outputs=["y"])
+    >>> model.device
+    'cpu'
+    >>> asyncio.run(model({"x": np.ones((3, 2), np.float32)}))["y"].shape
+    (3, 1)
+
+Forward runs on one dedicated thread (torch releases the GIL inside its kernels, so the event
+loop keeps serving), under ``torch.inference_mode()``. A module with one input is called with
+that tensor; with several, with them as keyword arguments. A returned tensor is the first
+output name; a tuple or list maps in order; a dict keeps its names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sluice.errors import ArtifactError, InferenceError
+
+log = logging.getLogger("sluice.serving.torch")
+
+
+def choose_device(gpus: int, cuda_available: bool) -> tuple[str, str | None]:
+    """(device, warning): ``cuda`` only when a GPU is asked for and one exists.
+
+    >>> choose_device(1, True), choose_device(0, True)
+    (('cuda', None), ('cpu', None))
+    >>> choose_device(1, False)[1]
+    'the spec asks for 1 GPU but CUDA is not available here: serving on the CPU'
+    """
+    if gpus <= 0:
+        return "cpu", None
+    if cuda_available:
+        return "cuda", None
+    return "cpu", (f"the spec asks for {gpus} GPU{'s' if gpus > 1 else ''} but CUDA is not "
+                   "available here: serving on the CPU")
+
+
+class TorchModel:
+    """A loaded torch module and how to call it; await it with a dict of numpy arrays."""
+
+    def __init__(self, module: Any, device: str, inputs: Sequence[str] | None,
+                 outputs: Sequence[str]) -> None:
+        self.module = module
+        self.device = device
+        self.inputs = list(inputs) if inputs else None
+        self.outputs = list(outputs)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-torch")
+
+    @classmethod
+    def load(cls, path: str | Path, *, gpus: int = 0, inputs: Sequence[str] | None = None,
+             outputs: Sequence[str] = ("output",)) -> TorchModel:
+        """A ``.pt2`` file is an exported program (export it with a dynamic batch dimension);
+        any other is tried as TorchScript, then as a pickled module (``torch.save``). A pickled
+        module runs code when loaded: load only files from your own registry."""
+        import torch
+
+        device, warning = choose_device(gpus, torch.cuda.is_available())
+        if warning:
+            log.warning(warning)
+        source = Path(path)
+        if not source.is_file():
+            raise ArtifactError(f"{source}: no such model file")
+        if source.suffix == ".pt2":
+            try:
+                module = torch.export.load(str(source)).module().to(device)
+            except Exception as exc:
+                raise ArtifactError(f"{source.name} is not an exported torch program: "
+                                    f"{type(exc).__name__}: {exc}") from None
+        else:
+            module = _load_scripted_or_pickled(source, device)
+        if not isinstance(module, torch.nn.Module):
+            raise ArtifactError(f"{source.name} holds a {type(module).__name__}, not a "
+                                "torch.nn.Module (a state_dict needs its model class: save "
+                                "the module, or script it)")
+        if source.suffix != ".pt2":  # an exported program has no train mode to leave
+            module.eval()
+        return cls(module, device, inputs, outputs)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One forward pass, synchronously (the batcher calls it through ``__call__``)."""
+        import torch
+
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+                   for name, array in inputs.items()}
+        with torch.inference_mode():
+            if len(tensors) == 1 and not self.inputs:
+                result = self.module(next(iter(tensors.values())))
+            elif self.inputs and len(self.inputs) == 1:
+                result = self.module(tensors[self.inputs[0]])
+            else:
+                result = self.module(**tensors)
+        return self._outputs(result)
+
+    def _outputs(self, result: Any) -> dict[str, np.ndarray]:
+        import torch
+
+        if isinstance(result, torch.Tensor):
+            pairs = [(self.outputs[0], result)]
+        elif isinstance(result, tuple | list):
+            if len(result) > len(self.outputs):
+                raise InferenceError(f"the model returned {len(result)} outputs; name them "
+                                     f"all (outputs: {', '.join(self.outputs)})")
+            pairs = list(zip(self.outputs, result, strict=False))
+        elif isinstance(result, dict):
+            pairs = list(result.items())
+        else:
+            raise InferenceError(f"the model returned {type(result).__name__}; a tensor, a "
+                                 "tuple of tensors or a dict of them is expected")
+        return {name: tensor.detach().to("cpu").numpy() for name, tensor in pairs}
+
+    async def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self.predict, inputs)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
+
+
+def _load_scripted_or_pickled(source: Path, device: str) -> Any:
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.export, but it is what many model
+            # stores and Triton's libtorch backend hold: it stays supported here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(source), map_location=device)
+    except RuntimeError as script_error:
+        try:
+            return torch.load(str(source), map_location=device, weights_only=False)
+        except Exception as exc:
+            raise ArtifactError(
+                f"{source.name} is neither a TorchScript file ({script_error}) nor a saved "
+                f"torch module ({type(exc).__name__}: {exc})") from None
