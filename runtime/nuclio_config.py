@@ -11,6 +11,7 @@ platform validates the result as a FunctionSpec.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
@@ -60,7 +61,7 @@ _KAFKA_SLUICE = {"topics", "group", "bootstrap_servers", "initial_offset", "sess
 _CRON_ATTRIBUTES = {"schedule", "interval", "event", "timezone", "concurrencyPolicy",
                     "jobBackoffLimit", "startingDeadlineSeconds",
                     # sluice's own names beside Nuclio's
-                    "concurrency_policy", "catch_up", "starting_deadline"}
+                    "concurrency_policy", "catch_up", "starting_deadline", "params"}
 _SUPPORTED_TRIGGERS = ("http", "kafka-cluster", "kafka", "cron")
 
 
@@ -103,6 +104,30 @@ def parse_cpu(value: Any, where: str) -> float:
     return cores / 1000 if match.group(2) else cores
 
 
+# what Nuclio has no field for (a job's kind, params, retries) travels as annotations
+ANNOTATION = "sluice.io/"
+_ANNOTATED = ("kind", "params", "retries", "retry_backoff", "termination_grace", "version")
+_DEFAULTS: dict[str, Any] = {"kind": "http", "params": {}, "retries": 0, "retry_backoff": 1.0,
+                             "termination_grace": 10.0}
+
+
+def _sluice_annotations(annotations: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in annotations.items():
+        if not str(key).startswith(ANNOTATION):
+            continue  # other tools' annotations: not ours to read
+        field = str(key)[len(ANNOTATION):].replace("-", "_")
+        if field not in _ANNOTATED:
+            known = ", ".join(ANNOTATION + name.replace("_", "-") for name in _ANNOTATED)
+            raise _fail(f"metadata.annotations.{key}",
+                        f"unknown sluice annotation (sluice understands: {known})")
+        try:
+            out[field] = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            out[field] = value  # a bare word, e.g. sluice.io/kind: job
+    return out
+
+
 def from_nuclio(config: dict[str, Any], source: str = "function.yaml") -> dict[str, Any]:
     """A Nuclio function config -> a sluice spec dict (validated later as a FunctionSpec)."""
     api_version = config.get("apiVersion")
@@ -121,6 +146,8 @@ def from_nuclio(config: dict[str, Any], source: str = "function.yaml") -> dict[s
     if "name" not in metadata:
         raise _fail("metadata.name", "required: the function's name")
     out["name"] = metadata["name"]
+    out.update(_sluice_annotations(_mapping(metadata.get("annotations"),
+                                            "metadata.annotations")))
     labels = {**_mapping(metadata.get("labels"), "metadata.labels"),
               **_mapping(spec.get("labels"), "spec.labels")}
     if labels:
@@ -309,7 +336,7 @@ def _cron_trigger(trigger: dict[str, Any], where: str) -> dict[str, Any]:
     attributes = _mapping(trigger.get("attributes"), f"{where}.attributes")
     _check_fields(attributes, _CRON_ATTRIBUTES, f"{where}.attributes")
     cron: dict[str, Any] = {"kind": "cron"}
-    for key in ("schedule", "interval", "timezone", "catch_up", "starting_deadline"):
+    for key in ("schedule", "interval", "timezone", "catch_up", "starting_deadline", "params"):
         if attributes.get(key) is not None:
             cron[key] = attributes[key]
     policy = attributes.get("concurrencyPolicy", attributes.get("concurrency_policy"))
@@ -409,5 +436,10 @@ def to_nuclio(spec: dict[str, Any], api_version: str = "nuclio.io/v1beta1") -> d
     metadata: dict[str, Any] = {"name": spec["name"]}
     if spec.get("labels"):
         metadata["labels"] = spec["labels"]
+    annotations = {f"{ANNOTATION}{key.replace('_', '-')}":
+                   spec[key] if isinstance(spec[key], str) else json.dumps(spec[key])
+                   for key in _ANNOTATED if key in spec and spec[key] != _DEFAULTS.get(key)}
+    if annotations:
+        metadata["annotations"] = annotations
     return {"apiVersion": api_version, "kind": API_VERSIONS[api_version], "metadata": metadata,
             "spec": nspec}

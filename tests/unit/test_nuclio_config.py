@@ -186,3 +186,27 @@ def test_batching_without_timeout_takes_nuclios_default():
     config = nuclio_function(triggers={"h": {"kind": "http", "batch": {"mode": "enable"}}})
     batching = parse_spec(from_nuclio(config)).triggers["h"].batching
     assert batching is not None and batching.timeout_ms == 1000.0 and batching.batch_size == 10
+
+
+def test_a_job_survives_the_round_trip_through_a_nuclio_function_yaml():
+    job = parse_spec({"name": "report", "kind": "job", "handler": "report:handler",
+                      "params": {"days": 7}, "retries": 2, "retry_backoff": 5,
+                      "triggers": {"nightly": {"kind": "cron", "schedule": "0 2 * * *",
+                                               "params": {"days": 1}}}})
+    config = to_nuclio(job.model_dump(mode="json", exclude_none=True))
+    assert config["metadata"]["annotations"]["sluice.io/kind"] == "job"  # Nuclio has no jobs
+    back = parse_spec(from_nuclio(config))
+    assert (back.kind, back.params, back.retries, back.retry_backoff) == (
+        "job", {"days": 7}, 2, 5.0)
+    assert back.cron_triggers["nightly"].params == {"days": 1}
+    assert back.timeout == job.timeout == 3600.0
+
+
+def test_unknown_sluice_annotations_are_named_and_others_ignored():
+    config = nuclio_function()
+    config["metadata"]["annotations"] = {"sluice.io/knd": "job", "example.com/owner": "me"}
+    with pytest.raises(SpecError, match="metadata.annotations.sluice.io/knd: unknown sluice "
+                                        "annotation"):
+        from_nuclio(config)
+    del config["metadata"]["annotations"]["sluice.io/knd"]
+    assert parse_spec(from_nuclio(config)).kind == "http"
