@@ -1,0 +1,176 @@
+"""The Open Inference Protocol's REST routes for the models one server holds, as one async
+function from (method, path, headers, body) to (status, headers, body): no web framework, so
+the function's own HTTP trigger (or a test) calls it directly.
+
+    >>> import asyncio, numpy as np
+    >>> async def double(inputs):
+    ...     return {"y": inputs["x"] * 2}
+    >>> served = ServedModel("double", "1", [Tensor("x", "FP32", (2,))],
+    ...                      [Tensor("y", "FP32", (2,))], Batcher(double, latency=1.0))
+    >>> endpoints = Endpoints([served])
+    >>> body = b'{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}]}'
+    >>> status, _, out = asyncio.run(endpoints.handle("POST", "/v2/models/double/infer", {},
+    ...                                               body))
+    >>> status, orjson.loads(out)["outputs"][0]["data"]
+    (200, [2.0, 4.0])
+
+Routes: ``GET /v2`` (server metadata), ``/v2/health/live``, ``/v2/health/ready``,
+``GET /v2/models/{m}[/versions/{v}]`` (model metadata), ``.../ready``, ``POST .../infer``.
+Errors are ``{"error": "..."}``: 400 for a malformed request or tensors that do not fit the
+model's signature, 404 for an unknown model or version, 503 when the request cannot be served
+in time, 500 when the model itself fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from sluice.errors import InferenceError, InvalidTensorError, NotFoundError, SluiceError
+
+from .batcher import Batcher
+from .protocol import InferRequest, decode_request, encode_response
+from .triton_config import Tensor
+
+log = logging.getLogger("sluice.serving")
+
+Reply = tuple[int, dict[str, str], bytes]
+_ROUTE = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+                    r"(?P<action>/ready|/infer)?/?$")
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class ServedModel:
+    """One model version being served: its signature (shapes without the batch axis) and
+    the batcher in front of it."""
+
+    name: str
+    version: str
+    inputs: Sequence[Tensor]
+    outputs: Sequence[Tensor]
+    batcher: Batcher
+    platform: str = "pytorch"
+    ready: bool = True
+
+    def metadata(self) -> dict[str, Any]:
+        def describe(tensor: Tensor) -> dict[str, Any]:
+            return {"name": tensor.name, "datatype": tensor.datatype,
+                    "shape": [-1, *tensor.dims]}
+
+        return {"name": self.name, "versions": [self.version], "platform": self.platform,
+                "inputs": [describe(t) for t in self.inputs],
+                "outputs": [describe(t) for t in self.outputs]}
+
+    def check(self, request: InferRequest) -> None:
+        """The request's inputs against the signature; InvalidTensorError says what differs."""
+        given = {tensor.name: tensor for tensor in request.inputs}
+        wanted = {tensor.name: tensor for tensor in self.inputs}
+        unknown = sorted(set(given) - set(wanted))
+        if unknown:
+            raise InvalidTensorError(f"input {unknown[0]!r} is not an input of model "
+                                     f"{self.name!r} (its inputs: {', '.join(wanted)})")
+        missing = sorted(set(wanted) - set(given))
+        if missing:
+            raise InvalidTensorError(f"input {missing[0]!r} is missing (model {self.name!r} "
+                                     f"takes: {', '.join(wanted)})")
+        for name, spec in wanted.items():
+            tensor = given[name]
+            if tensor.datatype != spec.datatype:
+                raise InvalidTensorError(f"input {name!r}: datatype {tensor.datatype}, but "
+                                         f"model {self.name!r} takes {spec.datatype}")
+            shape = list(tensor.shape)
+            fits = len(shape) == len(spec.dims) + 1 and all(
+                want in (-1, got) for want, got in zip(spec.dims, shape[1:], strict=True))
+            if not fits:
+                raise InvalidTensorError(
+                    f"input {name!r}: shape {shape}, but model {self.name!r} takes "
+                    f"{[-1, *spec.dims]} (the first axis is the batch)")
+
+
+class Endpoints:
+    """The V2 routes over a set of served models (keyed by name)."""
+
+    def __init__(self, models: Sequence[ServedModel], server: str = "sluice",
+                 version: str = "0") -> None:
+        self.models = {model.name: model for model in models}
+        self.server = server
+        self.version = version
+
+    async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes
+                     ) -> Reply:
+        """Answer one request; never raises."""
+        try:
+            return await self._route(method.upper(), path.split("?", 1)[0], headers, body)
+        except SluiceError as exc:
+            status = exc.http_status if isinstance(exc, InferenceError | NotFoundError) else 400
+            return _error(status, str(exc))
+        except Exception as exc:  # the model's own failure: a 500 that says what, no traceback
+            log.exception("inference failed")
+            return _error(500, f"the model failed: {type(exc).__name__}: {exc}")
+
+    async def _route(self, method: str, path: str, headers: Mapping[str, str], body: bytes
+                     ) -> Reply:
+        if path in ("/v2", "/v2/"):
+            _expect(method, "GET", path)
+            return _ok({"name": self.server, "version": self.version,
+                        "extensions": ["binary_tensor_data"]})
+        if path in ("/v2/health/live", "/v2/health/ready"):
+            _expect(method, "GET", path)
+            ready = path.endswith("live") or all(m.ready for m in self.models.values())
+            return (200 if ready else 503), _JSON, orjson.dumps(
+                {"live" if path.endswith("live") else "ready": ready})
+        match = _ROUTE.match(path)
+        if match is None:
+            raise NotFoundError(f"no route {path!r}: the V2 routes are /v2, /v2/health/live, "
+                                "/v2/health/ready and /v2/models/NAME[/versions/V][/ready|"
+                                "/infer]")
+        model = self._model(match["model"], match["version"])
+        action = match["action"]
+        if action is None:
+            _expect(method, "GET", path)
+            return _ok(model.metadata())
+        if action == "/ready":
+            _expect(method, "GET", path)
+            return (200 if model.ready else 503), _JSON, orjson.dumps(
+                {"name": model.name, "ready": model.ready})
+        _expect(method, "POST", path)
+        request = decode_request(body, headers)
+        model.check(request)
+        produced = await model.batcher.submit(request.tensors)
+        outputs, binary = request.select_outputs(produced)
+        out, out_headers = encode_response(model.name, model.version, request.id, outputs,
+                                           binary)
+        return 200, out_headers, out
+
+    def _model(self, name: str, version: str | None) -> ServedModel:
+        model = self.models.get(name)
+        if model is None:
+            raise NotFoundError(f"model {name!r} is not served here (models: "
+                                f"{', '.join(sorted(self.models)) or 'none'})")
+        if version is not None and version != model.version:
+            raise NotFoundError(f"model {name!r} has no version {version!r} here (serving "
+                                f"version {model.version})")
+        return model
+
+
+def _expect(method: str, allowed: str, path: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise _MethodNotAllowed(f"{method} {path}: use {allowed}")
+
+
+class _MethodNotAllowed(InferenceError):
+    http_status = 405
+
+
+def _ok(payload: Any) -> Reply:
+    return 200, dict(_JSON), orjson.dumps(payload)
+
+
+def _error(status: int, message: str) -> Reply:
+    return status, dict(_JSON), orjson.dumps({"error": message})
