@@ -132,6 +132,37 @@ class CronTrigger(_Frozen):
 
 Trigger = Annotated[HttpTrigger | KafkaTrigger | CronTrigger, Field(discriminator="kind")]
 
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                "INT64", "FP16", "FP32", "FP64", "BYTES")
+
+
+class TensorSpec(_Frozen):
+    """A model input or output: its V2 datatype and its shape after the batch axis (-1: any)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")]
+    datatype: Literal[V2_DATATYPES] = "FP32"  # type: ignore[valid-type]
+    dims: Annotated[list[Annotated[int, Field(ge=-1)]], Field(min_length=1)]
+
+    @field_validator("dims")
+    @classmethod
+    def _no_zero(cls, dims: list[int]) -> list[int]:
+        if 0 in dims:
+            raise ValueError("a dimension is a positive size or -1 (any), e.g. [64]")
+        return dims
+
+
+class Serving(_Frozen):
+    """What a serving function serves: a registry model over the Open Inference Protocol,
+    through the adaptive batcher."""
+
+    model: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([:@][\w-]+)?$")]
+    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    outputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    backend: Literal["torch"] = "torch"
+    max_batch: Annotated[int, Field(ge=1, le=65_536)] = 64
+    latency_ms: Annotated[float, Field(gt=0, le=600_000)] = 50.0  # the latency objective
+    max_inflight: Annotated[int, Field(ge=1, le=64)] = 1  # batches running at once
+
 
 class Resources(_Frozen):
     """What one replica needs; cpu in cores, memory as a Kubernetes quantity, gpu as a count."""
@@ -205,6 +236,7 @@ class FunctionSpec(_Frozen):
     params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.-]{0,62}$")], Any] = {}
     labels: dict[str, str] = {}
     source: Source | None = None
+    serving: Serving | None = None  # kind: serving
 
     @model_validator(mode="before")
     @classmethod
@@ -233,6 +265,12 @@ class FunctionSpec(_Frozen):
                 if trigger.params is not None:
                     raise ValueError(f"triggers.{name}.params: params are for job functions; "
                                      "an http function gets the cron event's body")
+        if self.kind == Kind.SERVING and self.serving is None:
+            raise ValueError("serving: a serving function names its model and tensors, e.g. "
+                             "serving: {model: fraud@production, inputs: [{name: x, dims: [64]}],"
+                             " outputs: [{name: y, dims: [8]}]}")
+        if self.serving is not None and self.kind != Kind.SERVING:
+            raise ValueError("serving: only a serving function (kind: serving) serves a model")
         if self.kind == Kind.JOB:
             from .params import check_params
 
@@ -283,6 +321,7 @@ _FIELD_HINTS = {
     "handler": "'module:function', e.g. 'main:handler'",
     "runtime": "'python' or 'python:3.11'",
     "filename": "a Python file name such as 'main.py'",
+    "model": "a registry model: NAME, NAME:VERSION or NAME@ALIAS, e.g. 'fraud@production'",
 }
 
 
@@ -305,7 +344,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         message = err["msg"]
         if err["type"] == "value_error":  # our own validators' words, without pydantic's prefix
             message = str((err.get("ctx") or {}).get("error", message))
-            field_path = re.match(r"^((?:triggers|params|replicas)[\w.-]*): (.*)$", message)
+            field_path = re.match(r"^((?:triggers|params|replicas|serving)[\w.-]*): (.*)$",
+                                  message)
             if not parts and field_path:  # a whole-spec rule that names the field it is about
                 parts, message = [field_path.group(1)], field_path.group(2)
         loc = ".".join(str(part) for part in parts)

@@ -162,6 +162,9 @@ class ModelRegistry:
         name, version, alias = parse_ref(ref)
         if alias is not None:
             aliases = self.aliases(name)
+            if not aliases and not self._numbers(name):
+                raise NotFoundError(f"no model named {name!r} (push one: sluice models push "
+                                    f"{name} FILE)")
             if alias not in aliases:
                 raise NotFoundError(f"model {name!r} has no alias {alias!r}"
                                     + (f" (aliases: {', '.join(sorted(aliases))})" if aliases
@@ -170,7 +173,8 @@ class ModelRegistry:
         if version is None:
             numbers = self._numbers(name)
             if not numbers:
-                raise NotFoundError(f"no model named {name!r} (push one first)")
+                raise NotFoundError(f"no model named {name!r} (push one: sluice models push "
+                                    f"{name} FILE)")
             version = numbers[-1]
         return self.get(name, version)
 

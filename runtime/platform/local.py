@@ -44,7 +44,7 @@ class LocalPlatform:
         self.settings = settings
         self.api_url = api_url
         self.defaults = WorkerDefaults(api_url, secrets.token_hex(16), kafka_bootstrap,
-                                       kafka_security or {})
+                                       kafka_security or {}, settings.artifacts_uri())
         self.functions: dict[str, Deployed] = {}
         self._store: Store | None = None
         self._lifeline_r = self._lifeline_w = -1

@@ -20,6 +20,7 @@ class WorkerDefaults:
     trigger_token: str  # proves a request to a worker is the platform's (cron) delivery
     kafka_bootstrap: str | None = None
     kafka_security: dict[str, Any] = field(default_factory=dict)
+    artifacts: str | None = None  # the model registry's store (serving functions)
 
 
 def kafka_settings(spec: FunctionSpec, defaults: WorkerDefaults) -> list[dict[str, Any]]:
@@ -74,5 +75,8 @@ def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
             # in-flight handlers may take their whole timeout: drain that long (at most 5 min)
             drain_timeout=min(max(spec.timeout + 1.0, 5.0), 300.0),
             trigger_token=defaults.trigger_token,
+            serving=spec.serving.model_dump(mode="json") if spec.serving else None,
+            artifacts=defaults.artifacts,
+            gpus=spec.resources.gpu,
         ))
     return configs

@@ -42,6 +42,10 @@ class WorkerConfig:
     trigger_token: str | None = None  # proves an HTTP request is the platform's (cron) delivery
     # one sluice.triggers.kafka.settings.KafkaSettings (as a dict) per Kafka trigger
     kafka: list[dict[str, Any]] = field(default_factory=list)
+    # a serving function: its spec.serving (as a dict), where the registry is, GPUs asked for
+    serving: dict[str, Any] | None = None
+    artifacts: str | None = None
+    gpus: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -92,15 +92,22 @@ async def serve(config: WorkerConfig) -> int:
     def log(level: str, message: str, **fields: Any) -> None:
         getattr(context.logger, f"{level}_with")(message, **fields)
 
-    try:
-        source_dir = Path(config.source_dir) if config.source_dir else None
-        loaded = load_handler(config.handler, source_dir)
-        await run_init_context(loaded, context)
-    except HandlerError as exc:
-        _control(config, event="failed", error=str(exc))
-        return EXIT_STARTUP_FAILED
-
-    runner = Runner(loaded, context, config.timeout, log)
+    runner: Any
+    if config.serving is not None:  # a model server: the registry's model, not a handler
+        runner = _serving_runner(config)
+        if runner is None:
+            return EXIT_STARTUP_FAILED
+        is_async = True
+    else:
+        try:
+            source_dir = Path(config.source_dir) if config.source_dir else None
+            loaded = load_handler(config.handler, source_dir)
+            await run_init_context(loaded, context)
+        except HandlerError as exc:
+            _control(config, event="failed", error=str(exc))
+            return EXIT_STARTUP_FAILED
+        runner = Runner(loaded, context, config.timeout, log)
+        is_async = loaded.is_async
     server = None
     if config.http_trigger is not None:
         server = await _start_http(config, runner, log)
@@ -109,7 +116,7 @@ async def serve(config: WorkerConfig) -> int:
     kafka_loops = _kafka_loops(config, runner, log, context,
                                lambda ok, why: _control(config, event="health", ok=ok, reason=why))
     kafka_tasks = [asyncio.create_task(k.run()) for k in kafka_loops]
-    if loaded.is_async:
+    if is_async:
         # asyncio.wait_for answers 504 for slow coroutines; this catches one that blocks the loop
         heartbeat = LoopHeartbeat(loop, max(0.05, min(1.0, config.timeout / 4)))
         start_watchdog(heartbeat, config.timeout + heartbeat.period, config.function,
@@ -172,6 +179,7 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
         metrics_page=metrics_page,
         log=log,
         trigger_token=config.trigger_token,
+        raw_body=config.serving is not None,
     )
     try:
         sock = _listening_socket(config)
@@ -183,6 +191,23 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
         print(f"serving {config.handler} on http://{config.host}:{sock.getsockname()[1]}",
               file=sys.stderr, flush=True)
     return server
+
+
+def _serving_runner(config: WorkerConfig) -> Any:
+    """The model server's runner, or None (the reason sent to the platform) if the model cannot
+    be loaded."""
+    from sluice.errors import SluiceError
+    from sluice.serving.runner import load_serving
+
+    assert config.serving is not None
+    cache = Path(config.metrics_dir or ".").parent.parent / "models" / config.function
+    try:
+        return load_serving(config.serving, config.artifacts or str(cache / "artifacts"),
+                            cache, config.gpus)
+    except (SluiceError, OSError, RuntimeError) as exc:
+        _control(config, event="failed", error=f"model {config.serving.get('model')!r} could "
+                 f"not be served: {exc}")
+        return None
 
 
 def _kafka_loops(config: WorkerConfig, runner: Any, log: Any, context: Any,

@@ -113,3 +113,25 @@ def test_json_round_trip_is_lossless():
     spec = parse_spec({"name": "x", "env": {"A": "1"}, "resources": {"gpu": 1, "memory": "2Gi"},
                        "triggers": {"web": {"kind": "http", "port": 9000}}})
     assert FunctionSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"kind": "serving"}, "serving: a serving function names its model and tensors"),
+    ({"kind": "serving", "serving": {"model": "Fraud!", "inputs": [{"name": "x", "dims": [4]}],
+                                     "outputs": [{"name": "y", "dims": [1]}]}},
+     "serving.model: must be a registry model: NAME, NAME:VERSION or NAME@ALIAS"),
+    ({"kind": "serving", "serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [0]}],
+                                     "outputs": [{"name": "y", "dims": [1]}]}},
+     "serving.inputs.0.dims: a dimension is a positive size or -1"),
+    ({"kind": "serving", "serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [4],
+                                                                   "datatype": "FLOAT"}],
+                                     "outputs": [{"name": "y", "dims": [1]}]}},
+     "serving.inputs.0.datatype: must be 'BOOL'"),
+    ({"serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [4]}],
+                  "outputs": [{"name": "y", "dims": [1]}]}},
+     "serving: only a serving function (kind: serving) serves a model"),
+])
+def test_serving_spec_errors_name_the_field(spec, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec({"name": "f", **spec})
+    assert message in str(info.value)

@@ -49,12 +49,14 @@ def make_event(
     url: str,
     headers: Headers,
     body: bytes,
+    decode: bool = True,
 ) -> Event:
-    """A nuclio_sdk.Event as Nuclio's HTTP trigger fills it; JSON bodies arrive decoded."""
+    """A nuclio_sdk.Event as Nuclio's HTTP trigger fills it; JSON bodies arrive decoded
+    (unless ``decode`` is false: a model server reads the bytes itself)."""
     path, _, query = url.partition("?")
     content_type = headers.get("Content-Type", "")
     decoded: Any = body
-    if body and content_type and is_json(content_type):
+    if decode and body and content_type and is_json(content_type):
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -82,8 +82,10 @@ class HttpServer:
         metrics_page: Callable[[], bytes] | None = None,
         log: Callable[..., None] | None = None,
         trigger_token: str | None = None,
+        raw_body: bool = False,
     ) -> None:
         self.runner = runner
+        self.raw_body = raw_body  # a model server decodes request bodies itself
         # only the platform knows it: a client cannot pass its request off as a cron fire
         self.trigger_token = trigger_token
         self.limits = limits
@@ -143,7 +145,7 @@ class HttpServer:
                 trigger = TriggerInfo(kind, name)
         try:
             event = make_event(trigger, request.method, request.url, request.headers,
-                               request.body)
+                               request.body, decode=not self.raw_body)
         except BadRequest as exc:
             self._respond(conn, request, error_reply(400, str(exc)))
             return

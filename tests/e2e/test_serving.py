@@ -1,0 +1,73 @@
+"""A serving function end to end: a torch model pushed to the registry, deployed by reference,
+answering Open Inference Protocol requests over the function's own port."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import Daemon
+
+pytestmark = pytest.mark.slow
+
+
+def mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(),
+                               torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                               torch.nn.Linear(512, 8)).eval()
+
+
+def serving_spec(model: str) -> dict:
+    return {"name": "fraud", "kind": "serving",
+            "serving": {"model": model, "inputs": [{"name": "x", "dims": [64]}],
+                        "outputs": [{"name": "scores", "dims": [8]}],
+                        "max_batch": 64, "latency_ms": 200}}
+
+
+def test_a_registry_model_served_over_v2(daemon: Daemon, tmp_path):
+    module = mlp()
+    torch.save(module, tmp_path / "mlp.pt")
+    daemon.cli("models", "push", "fraud", str(tmp_path / "mlp.pt"), "--metrics", "auc=0.9")
+    daemon.cli("models", "alias", "fraud", "production", "1")
+    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(serving_spec("fraud@production")))
+    deployed = json.loads(daemon.cli("deploy", str(tmp_path / "fraud.yaml"), "-o", "json").stdout)
+    url = deployed["status"]["endpoint"]
+
+    meta = httpx.get(f"{url}/v2/models/fraud").json()
+    assert meta["versions"] == ["1"] and meta["inputs"][0]["shape"] == [-1, 64]
+    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+
+    rows = np.random.default_rng(2).standard_normal((16, 64)).astype(np.float32)
+
+    def infer(row: np.ndarray) -> list[float]:
+        response = httpx.post(f"{url}/v2/models/fraud/infer", json={
+            "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                        "data": row.tolist()}]}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["outputs"][0]["data"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(infer, rows))
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(rows)).numpy()
+    np.testing.assert_allclose(np.array(answers), expected, rtol=1e-4, atol=1e-5)
+
+    bad = httpx.post(f"{url}/v2/models/fraud/infer", json={
+        "inputs": [{"name": "x", "shape": [1, 63], "datatype": "FP32", "data": [0.0] * 63}]})
+    assert bad.status_code == 400
+    assert "shape [1, 63], but model 'fraud' takes [-1, 64]" in bad.json()["error"]
+
+
+def test_a_model_that_cannot_be_resolved_fails_the_deploy(daemon: Daemon, tmp_path):
+    (tmp_path / "ghost.yaml").write_text(yaml.safe_dump(serving_spec("ghost@production")))
+    result = daemon.cli("deploy", str(tmp_path / "ghost.yaml"), check=False)
+    assert result.returncode == 1
+    assert "model 'ghost@production' could not be served" in result.stderr
+    assert "no model named 'ghost'" in result.stderr
