@@ -159,3 +159,26 @@ def test_models_tour_works_as_written(daemon: Daemon):
             assert "fraud version 1 (production)" in result.stdout
             assert '"auc": 0.93' in result.stdout
     assert ran == 4
+
+
+def test_serving_tour_works_as_written(daemon: Daemon, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    tour = code_blocks("sh")[6]
+    ran = 0
+    for raw in tour.strip().splitlines():
+        args = shlex.split(raw.split("  #")[0].strip())
+        if args[0] == "python":  # the example's script, writing into the test's folder
+            subprocess.run([sys.executable, str(ROOT / args[1]), str(tmp_path / args[2])],
+                           check=True, capture_output=True, timeout=120)
+        else:
+            args = [str(tmp_path / a) if a == "mlp.pt" else a for a in args[1:]]
+            result = daemon.cli(*args)
+            if "/v2/models/mlp/infer" in args:
+                [out] = json.loads(result.stdout)["outputs"]
+                assert out["name"] == "scores" and out["shape"] == [1, 8]
+            elif "GET" in args:
+                assert json.loads(result.stdout)["inputs"][0]["shape"] == [-1, 64]
+        ran += 1
+    assert ran == 6
