@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ class ServedModel:
     batcher: Batcher
     platform: str = "pytorch"
     ready: bool = True
+    count: Callable[[int], None] | None = None  # each infer's status, for metrics
 
     def metadata(self) -> dict[str, Any]:
         def describe(tensor: Tensor) -> dict[str, Any]:
@@ -107,12 +108,13 @@ class Endpoints:
         """Answer one request; never raises."""
         try:
             return await self._route(method.upper(), path.split("?", 1)[0], headers, body)
-        except SluiceError as exc:
-            status = exc.http_status if isinstance(exc, InferenceError | NotFoundError) else 400
+        except Exception as exc:
+            status = status_of(exc)
+            if status == 500 and not isinstance(exc, SluiceError):
+                # the model's own failure: a 500 that says what, no traceback
+                log.exception("inference failed")
+                return _error(500, f"the model failed: {type(exc).__name__}: {exc}")
             return _error(status, str(exc))
-        except Exception as exc:  # the model's own failure: a 500 that says what, no traceback
-            log.exception("inference failed")
-            return _error(500, f"the model failed: {type(exc).__name__}: {exc}")
 
     async def _route(self, method: str, path: str, headers: Mapping[str, str], body: bytes
                      ) -> Reply:
@@ -140,6 +142,18 @@ class Endpoints:
             return (200 if model.ready else 503), _JSON, orjson.dumps(
                 {"name": model.name, "ready": model.ready})
         _expect(method, "POST", path)
+        try:
+            reply = await self._infer(model, headers, body)
+        except Exception as exc:
+            if model.count is not None:
+                model.count(status_of(exc))
+            raise
+        if model.count is not None:
+            model.count(200)
+        return reply
+
+    async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes
+                     ) -> Reply:
         request = decode_request(body, headers)
         model.check(request)
         produced = await model.batcher.submit(request.tensors)
@@ -157,6 +171,14 @@ class Endpoints:
             raise NotFoundError(f"model {name!r} has no version {version!r} here (serving "
                                 f"version {model.version})")
         return model
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an error answers with: its own for inference and lookup errors, 400
+    for any other sluice error (a bad request), 500 for anything else."""
+    if isinstance(exc, InferenceError | NotFoundError):
+        return exc.http_status
+    return 400 if isinstance(exc, SluiceError) else 500
 
 
 def _expect(method: str, allowed: str, path: str) -> None:

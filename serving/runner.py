@@ -18,6 +18,7 @@ from sluice.outputs import Reply
 
 from .batcher import Batcher
 from .endpoints import Endpoints, ServedModel
+from .metrics import ServingMetrics
 from .policy import BatchPolicy
 from .triton_config import Tensor
 
@@ -48,7 +49,7 @@ class ServingRunner:
 
 
 def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
-                 gpus: int = 0) -> ServingRunner:
+                 gpus: int = 0, metrics: bool = False) -> ServingRunner:
     """The runner for ``spec.serving`` (a dict): resolve, fetch, load, batch."""
     from .registry import ModelRegistry, open_store
     from .torch_backend import TorchModel
@@ -62,8 +63,12 @@ def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
                for t in settings["outputs"]]
     model = TorchModel.load(path, gpus=gpus, inputs=[t.name for t in inputs],
                             outputs=[t.name for t in outputs])
+    instruments = ServingMetrics(record.name, str(record.version)) if metrics else None
     batcher = Batcher(model, BatchPolicy(max_batch=settings.get("max_batch", 64)),
                       latency=settings.get("latency_ms", 50.0) / 1000,
                       max_inflight=settings.get("max_inflight", 1))
-    served = ServedModel(record.name, str(record.version), inputs, outputs, batcher)
+    if instruments is not None:
+        batcher.on_batch = lambda stats: instruments.on_batch(stats, batcher.queued)
+    served = ServedModel(record.name, str(record.version), inputs, outputs, batcher,
+                         count=instruments.count if instruments is not None else None)
     return ServingRunner(Endpoints([served]))

@@ -203,7 +203,7 @@ def _serving_runner(config: WorkerConfig) -> Any:
     cache = Path(config.metrics_dir or ".").parent.parent / "models" / config.function
     try:
         return load_serving(config.serving, config.artifacts or str(cache / "artifacts"),
-                            cache, config.gpus)
+                            cache, config.gpus, metrics=config.metrics_dir is not None)
     except (SluiceError, OSError, RuntimeError) as exc:
         _control(config, event="failed", error=f"model {config.serving.get('model')!r} could "
                  f"not be served: {exc}")

@@ -59,6 +59,10 @@ def test_a_registry_model_served_over_v2(daemon: Daemon, tmp_path):
         expected = module(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(np.array(answers), expected, rtol=1e-4, atol=1e-5)
 
+    page = httpx.get(f"{url}/metrics").text
+    assert 'sluice_inference_requests_total{model="fraud",status="200",version="1"} 16.0' in page
+    assert 'sluice_batch_size_count{model="fraud",version="1"}' in page
+
     bad = httpx.post(f"{url}/v2/models/fraud/infer", json={
         "inputs": [{"name": "x", "shape": [1, 63], "datatype": "FP32", "data": [0.0] * 63}]})
     assert bad.status_code == 400

@@ -144,3 +144,26 @@ def test_an_overloaded_model_answers_503_and_a_failing_one_500():
     model.fail = True
     status, _, out = call(endpoints, "POST", "/v2/models/affine/infer", infer_body([[1] * 4]))
     assert status == 500 and out["error"] == "the model failed: RuntimeError: device lost"
+
+
+def test_metrics_count_batches_waits_and_requests_by_status():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sluice.serving.metrics import ServingMetrics
+
+    registry = CollectorRegistry()
+    metrics = ServingMetrics("affine", "3", registry=registry)
+    model = Affine()
+    batcher = Batcher(model, latency=2.0, on_batch=lambda stats: metrics.on_batch(stats, 0))
+    endpoints = Endpoints([ServedModel("affine", "3", [Tensor("x", "FP32", (4,))],
+                                       [Tensor("y", "FP32", (4,))], batcher,
+                                       count=metrics.count)])
+    assert call(endpoints, "POST", "/v2/models/affine/infer", infer_body([[1] * 4] * 3))[0] == 200
+    assert call(endpoints, "POST", "/v2/models/affine/infer", infer_body([[1] * 3]))[0] == 400
+    page = generate_latest(registry).decode()
+    labels = 'model="affine",version="3"'
+    assert 'sluice_inference_requests_total{model="affine",status="200",version="3"} 1.0' in page
+    assert 'sluice_inference_requests_total{model="affine",status="400",version="3"} 1.0' in page
+    assert f'sluice_batch_size_sum{{{labels}}} 3.0' in page
+    assert f'sluice_batch_queue_wait_seconds_count{{{labels}}} 1.0' in page
+    assert f'sluice_batch_compute_seconds_count{{{labels}}} 1.0' in page
