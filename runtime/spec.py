@@ -162,6 +162,8 @@ class Serving(_Frozen):
     max_batch: Annotated[int, Field(ge=1, le=65_536)] = 64
     latency_ms: Annotated[float, Field(gt=0, le=600_000)] = 50.0  # the latency objective
     max_inflight: Annotated[int, Field(ge=1, le=64)] = 1  # batches running at once
+    # how often to check whether the model reference (an alias) moved; 0: never
+    reload_interval: Annotated[float, Field(ge=0, le=86_400)] = 5.0
 
 
 class Resources(_Frozen):

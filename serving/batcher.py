@@ -175,6 +175,15 @@ class Batcher:
         if not self._closed and (self._dispatcher is None or self._dispatcher.done()):
             self._dispatcher = asyncio.create_task(self._dispatch_loop())
 
+    async def drain(self) -> None:
+        """Return once nothing is queued or running (new requests should be going elsewhere:
+        a model being swapped out finishes what it took)."""
+        while self._queue or self._running:
+            if self._running:
+                await asyncio.wait(set(self._running))
+            else:
+                await asyncio.sleep(0.005)  # queued, about to start: the dispatcher's next step
+
     async def close(self) -> None:
         """Stop taking requests, let running batches finish, fail what is still queued."""
         self._closed = True

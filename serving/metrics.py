@@ -12,31 +12,50 @@ _TIMES = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
           2.5, 5, 10)
 
 
+_FAMILIES: dict[int, dict[str, Any]] = {}
+
+
+def _families(registry: Any) -> dict[str, Any]:
+    """The metric families, made once per registry: a swapped-in model version adds label
+    children, not new families (a registry refuses a family twice)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    made = _FAMILIES.get(id(registry))
+    if made is None:
+        labels = ["model", "version"]
+        made = _FAMILIES[id(registry)] = {
+            "batch_size": Histogram(
+                "sluice_batch_size", "Rows in each batch the model ran.", labels,
+                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=registry),
+            "queue_wait": Histogram(
+                "sluice_batch_queue_wait_seconds", "Time a request waited for its batch to "
+                "start.", labels, buckets=_TIMES, registry=registry),
+            "compute": Histogram(
+                "sluice_batch_compute_seconds", "Time the model took for one batch.", labels,
+                buckets=_TIMES, registry=registry),
+            "queued": Gauge(
+                "sluice_batch_queued", "Requests waiting for a batch, at the last batch's "
+                "start.", labels, multiprocess_mode="livesum", registry=registry),
+            "requests": Counter(
+                "sluice_inference_requests", "Inference requests by model, version and "
+                "status.", [*labels, "status"], registry=registry),
+        }
+    return made
+
+
 class ServingMetrics:
     """Instruments for one served model version (label children made once, off the hot path)."""
 
     def __init__(self, model: str, version: str, registry: Any = None) -> None:
-        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+        from prometheus_client import REGISTRY
 
-        registry = registry or REGISTRY
+        families = _families(registry or REGISTRY)
         labels = (model, version)
-        self.batch_size = Histogram(
-            "sluice_batch_size", "Rows in each batch the model ran.", ["model", "version"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=registry,
-        ).labels(*labels)
-        self.queue_wait = Histogram(
-            "sluice_batch_queue_wait_seconds", "Time a request waited for its batch to start.",
-            ["model", "version"], buckets=_TIMES, registry=registry).labels(*labels)
-        self.compute = Histogram(
-            "sluice_batch_compute_seconds", "Time the model took for one batch.",
-            ["model", "version"], buckets=_TIMES, registry=registry).labels(*labels)
-        self.queued = Gauge(
-            "sluice_batch_queued", "Requests waiting for a batch, at the last batch's start.",
-            ["model", "version"], multiprocess_mode="livesum", registry=registry,
-        ).labels(*labels)
-        self._requests = Counter(
-            "sluice_inference_requests", "Inference requests by model, version and status.",
-            ["model", "version", "status"], registry=registry)
+        self.batch_size = families["batch_size"].labels(*labels)
+        self.queue_wait = families["queue_wait"].labels(*labels)
+        self.compute = families["compute"].labels(*labels)
+        self.queued = families["queued"].labels(*labels)
+        self._requests = families["requests"]
         self._labels = labels
         self._by_status: dict[int, Any] = {}
 

@@ -9,6 +9,8 @@ the reason.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ class ServingRunner:
 
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
+        self.follower: asyncio.Task[None] | None = None  # the hot-swap loop
         self.busy_since = 0.0  # read by the worker's watchdog (async: the loop heartbeat)
         self.busy_fd = -1
 
@@ -48,27 +51,82 @@ class ServingRunner:
         return [await self.run_async(event) for event in events]
 
 
-def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
-                 gpus: int = 0, metrics: bool = False) -> ServingRunner:
-    """The runner for ``spec.serving`` (a dict): resolve, fetch, load, batch."""
-    from .registry import ModelRegistry, open_store
-    from .torch_backend import TorchModel
+class ModelLoader:
+    """Resolves the spec's model reference and builds what serves it; with a reload interval,
+    follows the reference (an alias) and swaps to the version it moves to."""
 
-    registry = ModelRegistry(open_store(artifacts))
-    record = registry.resolve(settings["model"])
-    path = registry.fetch(record, cache_dir)
-    inputs = [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"]))
-              for t in settings["inputs"]]
-    outputs = [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"]))
-               for t in settings["outputs"]]
-    model = TorchModel.load(path, gpus=gpus, inputs=[t.name for t in inputs],
-                            outputs=[t.name for t in outputs])
-    instruments = ServingMetrics(record.name, str(record.version)) if metrics else None
-    batcher = Batcher(model, BatchPolicy(max_batch=settings.get("max_batch", 64)),
-                      latency=settings.get("latency_ms", 50.0) / 1000,
-                      max_inflight=settings.get("max_inflight", 1))
-    if instruments is not None:
-        batcher.on_batch = lambda stats: instruments.on_batch(stats, batcher.queued)
-    served = ServedModel(record.name, str(record.version), inputs, outputs, batcher,
-                         count=instruments.count if instruments is not None else None)
-    return ServingRunner(Endpoints([served]))
+    def __init__(self, settings: dict[str, Any], artifacts: str, cache_dir: Path,
+                 gpus: int = 0, metrics: bool = False,
+                 log: Callable[..., None] | None = None) -> None:
+        from .registry import ModelRegistry, open_store
+
+        self.settings = settings
+        self.registry = ModelRegistry(open_store(artifacts))
+        self.cache_dir = cache_dir
+        self.gpus = gpus
+        self.metrics = metrics
+        self.log = log or (lambda *args, **fields: None)
+        self.inputs = [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"]))
+                       for t in settings["inputs"]]
+        self.outputs = [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"]))
+                        for t in settings["outputs"]]
+
+    def build(self, record: Any) -> ServedModel:
+        """Fetch (sha256-checked) and load one version, with its own batcher."""
+        from .torch_backend import TorchModel
+
+        path = self.registry.fetch(record, self.cache_dir)
+        model = TorchModel.load(path, gpus=self.gpus, inputs=[t.name for t in self.inputs],
+                                outputs=[t.name for t in self.outputs])
+        instruments = ServingMetrics(record.name, str(record.version)) if self.metrics else None
+        batcher = Batcher(model, BatchPolicy(max_batch=self.settings.get("max_batch", 64)),
+                          latency=self.settings.get("latency_ms", 50.0) / 1000,
+                          max_inflight=self.settings.get("max_inflight", 1))
+        if instruments is not None:
+            batcher.on_batch = lambda stats: instruments.on_batch(stats, batcher.queued)
+        return ServedModel(record.name, str(record.version), self.inputs, self.outputs,
+                           batcher, count=instruments.count if instruments else None)
+
+    async def follow(self, endpoints: Endpoints) -> None:
+        """Every ``reload_interval`` seconds: if the reference names another version now, load
+        it beside the one serving, switch new requests to it, let the old one finish what it
+        took, then close it. A version that fails to load leaves the old one serving."""
+        interval = float(self.settings.get("reload_interval", 5.0))
+        if interval <= 0:
+            return
+        ref = self.settings["model"]
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                record = await asyncio.to_thread(self.registry.resolve, ref)
+            except Exception as exc:  # the store may be unreachable for a while
+                self.log("warn", f"cannot check {ref}: {type(exc).__name__}: {exc}")
+                continue
+            current = endpoints.models.get(record.name)
+            if current is None or current.version == str(record.version):
+                continue
+            try:
+                fresh = await asyncio.to_thread(self.build, record)
+            except Exception as exc:
+                self.log("error", f"{ref} moved to version {record.version}, which cannot be "
+                         f"served: {type(exc).__name__}: {exc}; version {current.version} "
+                         "keeps serving")
+                continue
+            endpoints.models[record.name] = fresh
+            self.log("info", f"{ref}: now serving version {record.version} (was "
+                     f"{current.version})")
+            await current.batcher.drain()
+            await current.batcher.close()
+
+
+def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
+                 gpus: int = 0, metrics: bool = False,
+                 log: Callable[..., None] | None = None) -> ServingRunner:
+    """The runner for ``spec.serving`` (a dict): resolve, fetch, load, batch; and, in the
+    background, follow the reference to new versions."""
+    loader = ModelLoader(settings, artifacts, cache_dir, gpus, metrics, log)
+    served = loader.build(loader.registry.resolve(settings["model"]))
+    endpoints = Endpoints([served])
+    runner = ServingRunner(endpoints)
+    runner.follower = asyncio.get_running_loop().create_task(loader.follow(endpoints))
+    return runner

@@ -94,7 +94,7 @@ async def serve(config: WorkerConfig) -> int:
 
     runner: Any
     if config.serving is not None:  # a model server: the registry's model, not a handler
-        runner = _serving_runner(config)
+        runner = _serving_runner(config, log)
         if runner is None:
             return EXIT_STARTUP_FAILED
         is_async = True
@@ -193,7 +193,7 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
     return server
 
 
-def _serving_runner(config: WorkerConfig) -> Any:
+def _serving_runner(config: WorkerConfig, log: Any) -> Any:
     """The model server's runner, or None (the reason sent to the platform) if the model cannot
     be loaded."""
     from sluice.errors import SluiceError
@@ -203,7 +203,8 @@ def _serving_runner(config: WorkerConfig) -> Any:
     cache = Path(config.metrics_dir or ".").parent.parent / "models" / config.function
     try:
         return load_serving(config.serving, config.artifacts or str(cache / "artifacts"),
-                            cache, config.gpus, metrics=config.metrics_dir is not None)
+                            cache, config.gpus, metrics=config.metrics_dir is not None,
+                            log=log)
     except (SluiceError, OSError, RuntimeError) as exc:
         _control(config, event="failed", error=f"model {config.serving.get('model')!r} could "
                  f"not be served: {exc}")

@@ -75,3 +75,60 @@ def test_a_model_that_cannot_be_resolved_fails_the_deploy(daemon: Daemon, tmp_pa
     assert result.returncode == 1
     assert "model 'ghost@production' could not be served" in result.stderr
     assert "no model named 'ghost'" in result.stderr
+
+
+def test_moving_the_alias_swaps_versions_under_load_with_no_failed_request(daemon, tmp_path):
+    import threading
+    import time
+
+    torch.manual_seed(0)
+    first = torch.nn.Linear(4, 1)
+    second = torch.nn.Linear(4, 1)
+    torch.save(first, tmp_path / "v1.pt")
+    torch.save(second, tmp_path / "v2.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    for name in ("v1.pt", "v2.pt"):
+        daemon.cli("models", "push", "swap", str(tmp_path / name))
+    daemon.cli("models", "alias", "swap", "production", "1")
+    spec = {"name": "swap", "kind": "serving",
+            "serving": {"model": "swap@production", "inputs": [{"name": "x", "dims": [4]}],
+                        "outputs": [{"name": "y", "dims": [1]}], "reload_interval": 0.3,
+                        "latency_ms": 2000}}
+    (tmp_path / "swap.yaml").write_text(yaml.safe_dump(spec))
+    url = json.loads(daemon.cli("deploy", str(tmp_path / "swap.yaml"), "-o", "json").stdout
+                     )["status"]["endpoint"]
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                        "data": [1.0, 2.0, 3.0, 4.0]}]}
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                response = client.post(f"{url}/v2/models/swap/infer", json=body)
+                seen.append((response.status_code, response.json().get("model_version", "")))
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(0.5)
+        daemon.cli("models", "alias", "swap", "production", "2")
+        deadline = time.monotonic() + 20
+        while not any(version == "2" for _, version in seen[-10:]):
+            assert time.monotonic() < deadline, "version 2 never served"
+            time.sleep(0.1)
+        daemon.cli("models", "push", "swap", str(tmp_path / "broken.pt"))
+        daemon.cli("models", "alias", "swap", "production", "3")
+        time.sleep(1.0)  # a few reload checks: version 3 cannot load
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    statuses = {status for status, _ in seen}
+    assert statuses == {200}, [s for s in seen if s[0] != 200][:5]
+    assert seen[0][1] == "1" and seen[-1][1] == "2"  # the broken version never took over
+    logs = daemon.cli("logs", "swap", "--tail", "0").stdout
+    assert "now serving version 2 (was 1)" in logs
+    assert "moved to version 3, which cannot be served" in logs
+    assert "version 2 keeps serving" in logs
