@@ -198,7 +198,8 @@ class LocalPlatform:
             workers = WorkerSet(
                 worker_configs(spec, generation, source_dir,
                                sock.getsockname()[1] if sock is not None else None,
-                               self.settings.metrics_dir / spec.name, self.defaults),
+                               self.settings.metrics_dir / spec.name, self.defaults,
+                               self.settings.functions_dir / spec.name),
                 self.settings.functions_dir / spec.name,
                 fn.log,
                 self._lifeline_r,

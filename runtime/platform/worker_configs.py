@@ -42,7 +42,7 @@ def kafka_settings(spec: FunctionSpec, defaults: WorkerDefaults) -> list[dict[st
 
 def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
                    port: int | None, metrics_dir: Path, defaults: WorkerDefaults,
-                   ) -> list[WorkerConfig]:
+                   function_dir: Path | None = None) -> list[WorkerConfig]:
     """One config per worker process: replicas x workers of them."""
     trigger = spec.http_trigger
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,7 @@ def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
             trigger_token=defaults.trigger_token,
             serving=spec.serving.model_dump(mode="json") if spec.serving else None,
             artifacts=defaults.artifacts,
+            model_cache=str(function_dir / "models") if function_dir else None,
             gpus=spec.resources.gpu,
         ))
     return configs

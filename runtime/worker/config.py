@@ -45,6 +45,7 @@ class WorkerConfig:
     # a serving function: its spec.serving (as a dict), where the registry is, GPUs asked for
     serving: dict[str, Any] | None = None
     artifacts: str | None = None
+    model_cache: str | None = None  # where fetched model files are kept
     gpus: int = 0
 
     def to_json(self) -> str:

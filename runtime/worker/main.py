@@ -200,11 +200,13 @@ def _serving_runner(config: WorkerConfig, log: Any) -> Any:
     from sluice.serving.runner import load_serving
 
     assert config.serving is not None
-    cache = Path(config.metrics_dir or ".").parent.parent / "models" / config.function
+    if not config.artifacts or not config.model_cache:
+        _control(config, event="failed", error="a serving worker needs the platform's model "
+                 "registry (artifacts) and a model cache folder")
+        return None
     try:
-        return load_serving(config.serving, config.artifacts or str(cache / "artifacts"),
-                            cache, config.gpus, metrics=config.metrics_dir is not None,
-                            log=log)
+        return load_serving(config.serving, config.artifacts, Path(config.model_cache),
+                            config.gpus, metrics=config.metrics_dir is not None, log=log)
     except (SluiceError, OSError, RuntimeError) as exc:
         _control(config, event="failed", error=f"model {config.serving.get('model')!r} could "
                  f"not be served: {exc}")
