@@ -130,6 +130,10 @@ def test_json_round_trip_is_lossless():
     ({"serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [4]}],
                   "outputs": [{"name": "y", "dims": [1]}]}},
      "serving: only a serving function (kind: serving) serves a model"),
+    ({"kind": "serving", "triggers": {"k": {"kind": "kafka", "topics": ["t"]}},
+      "serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [4]}],
+                  "outputs": [{"name": "y", "dims": [1]}]}},
+     "triggers.k: a serving function answers V2 requests on its HTTP trigger"),
 ])
 def test_serving_spec_errors_name_the_field(spec, message):
     with pytest.raises(SpecError) as info:
