@@ -42,7 +42,6 @@ log = logging.getLogger("sluice.serving")
 Reply = tuple[int, dict[str, str], bytes]
 _ROUTE = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
                     r"(?P<action>/ready|/infer)?/?$")
-_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -120,13 +119,13 @@ class Endpoints:
                      ) -> Reply:
         if path in ("/v2", "/v2/"):
             _expect(method, "GET", path)
-            return _ok({"name": self.server, "version": self.version,
-                        "extensions": ["binary_tensor_data"]})
+            return _json(200, {"name": self.server, "version": self.version,
+                               "extensions": ["binary_tensor_data"]})
         if path in ("/v2/health/live", "/v2/health/ready"):
             _expect(method, "GET", path)
             ready = path.endswith("live") or all(m.ready for m in self.models.values())
-            return (200 if ready else 503), _JSON, orjson.dumps(
-                {"live" if path.endswith("live") else "ready": ready})
+            return _json(200 if ready else 503,
+                         {"live" if path.endswith("live") else "ready": ready})
         match = _ROUTE.match(path)
         if match is None:
             raise NotFoundError(f"no route {path!r}: the V2 routes are /v2, /v2/health/live, "
@@ -136,11 +135,10 @@ class Endpoints:
         action = match["action"]
         if action is None:
             _expect(method, "GET", path)
-            return _ok(model.metadata())
+            return _json(200, model.metadata())
         if action == "/ready":
             _expect(method, "GET", path)
-            return (200 if model.ready else 503), _JSON, orjson.dumps(
-                {"name": model.name, "ready": model.ready})
+            return _json(200 if model.ready else 503, {"name": model.name, "ready": model.ready})
         _expect(method, "POST", path)
         try:
             reply = await self._infer(model, headers, body)
@@ -190,9 +188,10 @@ class _MethodNotAllowed(InferenceError):
     http_status = 405
 
 
-def _ok(payload: Any) -> Reply:
-    return 200, dict(_JSON), orjson.dumps(payload)
+def _json(status: int, payload: Any) -> Reply:
+    # fresh headers each time: the caller may take the content type out of them
+    return status, {"Content-Type": "application/json"}, orjson.dumps(payload)
 
 
 def _error(status: int, message: str) -> Reply:
-    return status, dict(_JSON), orjson.dumps({"error": message})
+    return _json(status, {"error": message})

@@ -167,3 +167,11 @@ def test_metrics_count_batches_waits_and_requests_by_status():
     assert f'sluice_batch_size_sum{{{labels}}} 3.0' in page
     assert f'sluice_batch_queue_wait_seconds_count{{{labels}}} 1.0' in page
     assert f'sluice_batch_compute_seconds_count{{{labels}}} 1.0' in page
+
+
+def test_each_answer_has_its_own_headers():
+    endpoints, _ = served()
+    first = asyncio.run(endpoints.handle("GET", "/v2/health/live", {}, b""))[1]
+    first.pop("Content-Type")  # what the serving runner does with them
+    assert asyncio.run(endpoints.handle("GET", "/v2/health/live", {}, b""))[1] == {
+        "Content-Type": "application/json"}
