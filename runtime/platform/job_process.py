@@ -54,10 +54,6 @@ class AttemptProcess:
     process: asyncio.subprocess.Process | None = None
     _messages: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
     async def run(self) -> Attempt:
         control_r, control_w = os.pipe()
         config = replace(self.config, control_fd=control_w, parent_fd=self.lifeline_fd)

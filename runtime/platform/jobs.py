@@ -53,6 +53,25 @@ class JobTarget:
     log: FunctionLog
 
 
+@dataclass
+class _Live:
+    """A run not finished yet, as this platform holds it."""
+
+    function: str
+    trigger: str | None  # the cron trigger's name
+    log: FunctionLog  # the run's own log; followers end when it closes
+    task: asyncio.Task[None] | None = None
+    # how a cancel ends it: cancelled by a user or a newer fire, failed when the platform stops
+    stopping: tuple[RunState, str] = (RunState.CANCELLED, "cancelled")
+
+
+def job_config(target: JobTarget, run_id: str, **run: Any) -> JobConfig:
+    """What a job process is told about the function (and, for a run, about the run)."""
+    return JobConfig(function=target.spec.name, handler=target.spec.handler,
+                     source_dir=str(target.source_dir) if target.source_dir else None,
+                     run_id=run_id, env=dict(target.spec.env), **run)
+
+
 class _Retry(Exception):
     """An attempt failed and may be tried again (tenacity's signal)."""
 
@@ -76,10 +95,7 @@ class Jobs:
         self.work_dir = work_dir  # attempt configs: <work_dir>/<function>/runs/
         self.lifeline_fd = lifeline_fd
         self.platform_url = platform_url
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._logs: dict[str, FunctionLog] = {}
-        self._triggers: dict[str, tuple[str, str | None]] = {}  # run -> (function, trigger)
-        self._stopping: dict[str, tuple[RunState, str]] = {}  # run -> how a cancel ends it
+        self._live: dict[str, _Live] = {}  # runs not finished yet
 
     # -- queries -------------------------------------------------------------------------------
     def get(self, run_id: str) -> RunRecord:
@@ -90,8 +106,8 @@ class Jobs:
 
     def active(self, function: str, trigger_name: str | None = None) -> list[str]:
         """Ids of the function's runs not finished yet (those from one cron trigger, if given)."""
-        return [run_id for run_id, (fn, trigger) in self._triggers.items()
-                if fn == function and (trigger_name is None or trigger == trigger_name)]
+        return [run_id for run_id, live in self._live.items()
+                if live.function == function and trigger_name in (None, live.trigger)]
 
     def log_path(self, run_id: str) -> Path:
         return self.logs_dir / f"{run_id}.jsonl"
@@ -100,9 +116,9 @@ class Jobs:
         """A run's lines (the last ``tail``; 0: all). Following a run still going wakes on
         each new line and ends when the run does. Raises NotFoundError at once."""
         self.get(run_id)
-        live = self._logs.get(run_id)
+        live = self._live.get(run_id)
         if live is not None:
-            return live.read(tail, follow)
+            return live.log.read(tail, follow)
         return _read_lines(self.log_path(run_id), tail)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -121,11 +137,13 @@ class Jobs:
 
     async def stop(self) -> None:
         """The platform is stopping: every run is stopped and recorded as failed."""
-        for run_id in list(self._tasks):
-            self._stopping[run_id] = (RunState.FAILED, "the platform was stopped during the run")
-            self._tasks[run_id].cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        for run_id in list(self._tasks):
+        for live in self._live.values():
+            live.stopping = (RunState.FAILED, "the platform was stopped during the run")
+            if live.task is not None:
+                live.task.cancel()
+        await asyncio.gather(*(live.task for live in self._live.values() if live.task),
+                             return_exceptions=True)
+        for run_id in list(self._live):
             self._settle(run_id)
 
     async def check(self, target: JobTarget, timeout: float = 120.0) -> None:
@@ -133,10 +151,7 @@ class Jobs:
         folder = self.work_dir / target.spec.name
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"check-{target.generation}.json"
-        path.write_text(JobConfig(
-            function=target.spec.name, handler=target.spec.handler,
-            source_dir=str(target.source_dir) if target.source_dir else None,
-            run_id="check", env=dict(target.spec.env)).to_json())
+        path.write_text(job_config(target, "check").to_json())
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sluice.worker.job", "--check", "--config", str(path),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -171,10 +186,10 @@ class Jobs:
                         max_attempts=target.spec.retries + 1, scheduled=scheduled)
         self.store.put_run(run)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self._logs[run.id] = FunctionLog(self.log_path(run.id), run.function)
-        self._triggers[run.id] = (run.function, trigger_name)
+        live = self._live[run.id] = _Live(run.function, trigger_name,
+                                          FunctionLog(self.log_path(run.id), run.function))
         metrics.RUNS_RUNNING.labels(run.function).inc()
-        self._tasks[run.id] = asyncio.create_task(self._execute(run, target))
+        live.task = asyncio.create_task(self._execute(run, target))
         return run
 
     def skip(self, target: JobTarget, trigger_name: str, reason: str,
@@ -194,36 +209,35 @@ class Jobs:
                      ) -> RunRecord:
         """Stop a run (its process group gets SIGTERM, then SIGKILL after the grace period)."""
         run = self.get(run_id)
-        task = self._tasks.get(run_id)
-        if run.status.finished or task is None:
+        live = self._live.get(run_id)
+        if run.status.finished or live is None or live.task is None:
             raise PlatformError(f"run {run_id} has already finished ({run.status})")
-        self._stopping[run_id] = (RunState.CANCELLED, reason)
-        task.cancel()
-        await asyncio.wait({task})
+        live.stopping = (RunState.CANCELLED, reason)
+        live.task.cancel()
+        await asyncio.wait({live.task})
         self._settle(run_id)
         return self.get(run_id)
 
     def _settle(self, run_id: str) -> None:
         """A task cancelled before its first step never ran its own ending: end it here."""
-        if run_id not in self._tasks:
+        live = self._live.get(run_id)
+        if live is None:
             return
-        status, reason = self._stopping.pop(run_id, (RunState.CANCELLED, "cancelled"))
         run = self.get(run_id)
         if not run.status.finished:
-            self._finish(run, status, reason, {}, lambda *a, **k: None)
+            self._finish(run, *live.stopping, {}, lambda *a, **k: None)
         self._cleanup(run)
 
     def _cleanup(self, run: RunRecord) -> None:
-        if self._tasks.pop(run.id, None) is None:
+        live = self._live.pop(run.id, None)
+        if live is None:
             return
         metrics.RUNS_RUNNING.labels(run.function).dec()
-        self._triggers.pop(run.id, None)
-        log = self._logs.pop(run.id, None)
-        if log is not None:
-            log.close()
+        live.log.close()
 
     def task(self, run_id: str) -> asyncio.Task[None] | None:
-        return self._tasks.get(run_id)
+        live = self._live.get(run_id)
+        return live.task if live is not None else None
 
     def _new_id(self, function: str) -> str:
         while True:
@@ -239,7 +253,8 @@ class Jobs:
         return run
 
     async def _execute(self, run: RunRecord, target: JobTarget) -> None:
-        logs = (self._logs[run.id], target.log)
+        live = self._live[run.id]
+        logs = (live.log, target.log)
         spec = target.spec
         started = time.time()
 
@@ -273,9 +288,8 @@ class Jobs:
             self._finish(replace(final, exit_code=outcome.exit_code), outcome.status, reason,
                          outcome.outputs, note)
         except asyncio.CancelledError:
-            status, reason = self._stopping.pop(run.id, (RunState.CANCELLED, "cancelled"))
             current = self.get(run.id)
-            self._finish(current, status, reason, current.outputs, note)
+            self._finish(current, *live.stopping, current.outputs, note)
         except Exception as exc:  # a bug of ours must not leave the run "running"
             self._finish(self.get(run.id), RunState.FAILED,
                          f"the platform failed to run it: {type(exc).__name__}: {exc}", {}, note)
@@ -286,23 +300,18 @@ class Jobs:
                        logs: tuple[FunctionLog, ...], started: float) -> Attempt:
         run = self._move(run, RunState.RUNNING, attempt=number, started=run.started or started,
                          pid=None, reason="")
-        config = JobConfig(
-            function=run.function, handler=target.spec.handler,
-            source_dir=str(target.source_dir) if target.source_dir else None, run_id=run.id,
-            attempt=number, params=run.params, trigger=run.trigger,
-            trigger_name=run.trigger_name, env=dict(target.spec.env),
-            platform_url=self.platform_url, scheduled=run.scheduled)
-        folder = self.work_dir / run.function / "runs"
-        folder.mkdir(parents=True, exist_ok=True)
-        process = AttemptProcess(config, folder / f"{run.id}-{number}.json", logs,
-                                 self.lifeline_fd, target.spec.timeout,
+        config = job_config(target, run.id, attempt=number, params=run.params,
+                            trigger=run.trigger, trigger_name=run.trigger_name,
+                            platform_url=self.platform_url, scheduled=run.scheduled)
+        path = self.work_dir / run.function / "runs" / f"{run.id}-{number}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        process = AttemptProcess(config, path, logs, self.lifeline_fd, target.spec.timeout,
                                  target.spec.termination_grace,
                                  lambda message: self._on_message(run.id, message, logs))
         try:
             return await process.run()
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                (folder / f"{run.id}-{number}.json").unlink()
+            path.unlink(missing_ok=True)
 
     def _on_message(self, run_id: str, message: dict[str, Any],
                     logs: tuple[FunctionLog, ...]) -> None:
