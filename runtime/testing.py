@@ -158,8 +158,13 @@ class JobHarness:
                              logger=make_logger(self._name, 0, stream, run=config.run_id),
                              platform=SluicePlatform(None), worker_id=0,
                              trigger=TriggerInfo("manual", "manual"))
-        asyncio.run(run_init_context(self._loaded, context))
-        outputs, error = call_job(self._loaded.function, context, make_job_event(config))
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(run_init_context(self._loaded, context))
+            outputs, error = call_job(self._loaded.function, context, make_job_event(config),
+                                      loop)
+        finally:
+            loop.close()
         return JobResult(outputs, error,
                          [m for m in messages if m.get("event") == "progress"],
                          [json.loads(line) for line in stream.getvalue().splitlines() if line])

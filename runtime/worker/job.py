@@ -184,12 +184,13 @@ def make_job_event(config: JobConfig) -> nuclio_sdk.Event:
     )
 
 
-def _call(function: Any, context: JobContext, event: nuclio_sdk.Event) -> Any:
+def _call(function: Any, context: JobContext, event: nuclio_sdk.Event,
+          loop: asyncio.AbstractEventLoop) -> Any:
     result = function(context, event)
     if inspect.isawaitable(result):
         async def wait() -> Any:
             return await result
-        result = asyncio.run(wait())
+        result = loop.run_until_complete(wait())
     return result
 
 
@@ -202,11 +203,13 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(lines)
 
 
-def call_job(function: Any, context: JobContext, event: nuclio_sdk.Event
-             ) -> tuple[dict[str, Any] | None, str]:
-    """Call the handler once: (outputs, "") when it succeeds, (None, why) when it fails."""
+def call_job(function: Any, context: JobContext, event: nuclio_sdk.Event,
+             loop: asyncio.AbstractEventLoop) -> tuple[dict[str, Any] | None, str]:
+    """Call the handler once: (outputs, "") when it succeeds, (None, why) when it fails.
+    An async handler runs on ``loop``, the one its ``init_context`` ran on, so that what
+    init_context opened (a client session, a queue) still works in the handler."""
     try:
-        result = _call(function, context, event)
+        result = _call(function, context, event, loop)
     except SystemExit as exc:
         if exc.code not in (None, 0):
             return None, f"the handler called sys.exit({exc.code!r})"
@@ -237,15 +240,16 @@ def run(config: JobConfig) -> int:
     if config.parent_fd is not None:
         _watch_lifeline(config.parent_fd)
     context = make_job_context(config, control)
+    loop = asyncio.new_event_loop()  # the process ends with the run: it is never closed
     try:
         loaded = load_handler(config.handler, Path(config.source_dir) if config.source_dir
                               else None)
-        asyncio.run(run_init_context(loaded, context))
+        loop.run_until_complete(run_init_context(loaded, context))
     except HandlerError as exc:
         control.send(event="failed", error=str(exc), retry=False)
         return EXIT_STARTUP_FAILED
     control.send(event="started", pid=os.getpid())
-    outputs, error = call_job(loaded.function, context, make_job_event(config))
+    outputs, error = call_job(loaded.function, context, make_job_event(config), loop)
     if outputs is None:
         control.send(event="error", error=error)
         return EXIT_FAILED

@@ -18,9 +18,10 @@ from tests.conftest import HANDLERS, Daemon
 pytestmark = pytest.mark.slow
 
 
-def deploy_job(daemon: Daemon, tmp_path: Path, name: str, handler: str, **spec: object) -> None:
-    (tmp_path / "job_handlers.py").write_text((HANDLERS / "job_handlers.py").read_text())
-    data = {"name": name, "kind": "job", "handler": f"job_handlers:{handler}", **spec}
+def deploy_job(daemon: Daemon, tmp_path: Path, name: str, handler: str,
+               module: str = "job_handlers", **spec: object) -> None:
+    (tmp_path / f"{module}.py").write_text((HANDLERS / f"{module}.py").read_text())
+    data = {"name": name, "kind": "job", "handler": f"{module}:{handler}", **spec}
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(data))
     daemon.cli("deploy", str(tmp_path / f"{name}.yaml"))
 
@@ -303,3 +304,10 @@ def test_sluice_up_deploys_a_job_and_says_how_to_run_it(tmp_path):
     assert "report       a job: sluice run report" in text
     assert "sluice invoke echo" in text and "sluice invoke report" not in text
     assert "sluice run report" in text
+
+
+def test_an_async_job_keeps_what_its_init_context_opened(daemon: Daemon, tmp_path):
+    deploy_job(daemon, tmp_path, "loopy", "same_loop", module="async_job")
+    daemon.cli("run", "loopy")
+    [run] = runs(daemon, "loopy")
+    assert run["outputs"]["result"] == {"same_loop": True}

@@ -56,3 +56,11 @@ def test_job_harness_reports_outputs_progress_and_failures():
     failed = JobHarness.from_file(jobs, "flaky").run()
     assert not failed.succeeded and failed.error == "handler raised RuntimeError: attempt 1 broke"
     assert "Traceback" in failed.logs[-1]["with"]["traceback"]
+
+
+def test_an_async_job_runs_on_the_loop_its_init_context_ran_on():
+    from sluice.testing import JobHarness
+
+    job = Path(__file__).resolve().parents[1] / "handlers" / "async_job.py"
+    result = JobHarness.from_file(job, "same_loop").run()
+    assert result.outputs is not None and result.outputs["result"] == {"same_loop": True}
