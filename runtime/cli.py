@@ -107,6 +107,11 @@ def _table(rows: list[list[str]]) -> str:
                      for row in rows)
 
 
+def _when(ts: float | None) -> str:
+    """A time for a person: local date and time to the second ('-' for none)."""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
 def _function_rows(items: list[dict[str, Any]]) -> str:
     rows = [["NAME", "KIND", "STATE", "REPLICAS", "WORKERS", "TRIGGERS", "ENDPOINT", "VERSION"]]
     for item in items:

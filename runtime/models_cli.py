@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .cli import _table, _when
 from .errors import SpecError
 from .params import parse_param_option
 
@@ -49,14 +49,9 @@ def _pairs(text: str, flag: str) -> dict[str, Any]:
     return out
 
 
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def cmd_models(args: argparse.Namespace, artifacts_uri: str) -> int:
     from sluice.serving.registry import ModelRegistry, open_store
 
-    from .cli import _table
 
     registry = ModelRegistry(open_store(artifacts_uri))
     action = args.models_command

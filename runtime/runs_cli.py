@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from .cli import _table, _when
 from .errors import SpecError
 from .params import parse_param_option
 
@@ -73,10 +72,6 @@ def format_line(entry: dict[str, Any]) -> str:
     return line + (f"  {extra}" if extra else "")
 
 
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -87,8 +82,6 @@ def _duration(seconds: float | None) -> str:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> str:
-    from .cli import _table
-
     rows = [["RUN ID", "FUNCTION", "TRIGGER", "STATUS", "STARTED", "DURATION", "ATTEMPT"]]
     for run in runs:
         trigger = run["trigger"] + (f"/{run['trigger_name']}" if run.get("trigger_name") else "")
@@ -210,22 +203,12 @@ def cmd_run(args: argparse.Namespace, client: Any) -> int:
               f"`sluice runs cancel {run['id']}`", file=sys.stderr)
         return 130
     follower.done()
-    final = _settled(client, run["id"])
+    final = client.get_run(run["id"])  # recorded before its log closed, which ended the stream
     if args.output == "json":
         print(json.dumps(final))
     else:
         print(run_details(final))
     return 0 if final["status"] == "succeeded" else 1
-
-
-def _settled(client: Any, run_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """The run's record once it has finished (the log closes a moment before the record)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        run: dict[str, Any] = client.get_run(run_id)
-        if run["status"] not in ("pending", "running") or time.monotonic() > deadline:
-            return run
-        time.sleep(0.05)
 
 
 def cmd_runs(args: argparse.Namespace, client: Any) -> int:
@@ -269,8 +252,6 @@ def cmd_runs(args: argparse.Namespace, client: Any) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace, client: Any) -> int:
-    from .cli import _table
-
     if args.action == "list":
         items = client.schedules()
         if args.output == "json":
