@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +22,7 @@ from sluice.errors import SluiceError, SpecError
 from sluice.spec import parse_spec
 
 from . import metrics
+from .api_io import Endpoint, error_response, int_param, json_body, json_response
 from .base import InvokeRequest
 from .local import LocalPlatform
 from .runs_api import run_routes
@@ -32,20 +31,6 @@ log = logging.getLogger("sluice.api")
 
 _HOP_HEADERS = {"host", "content-length", "connection", "authorization", "transfer-encoding",
                 "keep-alive", "accept-encoding"}
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
-
-
-def error_response(status: int, message: str) -> Response:
-    response = json_response({"error": message}, status)
-    # tells a client that the platform, not the function, answered (matters for invoke)
-    response.headers["X-Sluice-Platform-Error"] = "1"
-    return response
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Starlette:
@@ -82,7 +67,7 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
         return json_response([s.to_json() for s in await platform.list()])
 
     async def deploy(request: Request) -> Response:
-        payload = await _json_body(request)
+        payload = await json_body(request)
         spec_data = payload.get("spec") if isinstance(payload, dict) else None
         if spec_data is None:
             raise SpecError("request body must be {\"spec\": {...}}")
@@ -98,7 +83,7 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
         return json_response({"deleted": name})
 
     async def scale(request: Request) -> Response:
-        payload = await _json_body(request)
+        payload = await json_body(request)
         if not isinstance(payload, dict):
             raise SpecError("request body must be {\"replicas\": N, \"workers\": M}")
         for key in ("replicas", "workers"):
@@ -122,7 +107,7 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
 
     async def logs(request: Request) -> Response:
         name = request.path_params["name"]
-        tail = _int_param(request, "tail", 100)
+        tail = int_param(request, "tail", 100)
         follow = request.query_params.get("follow", "") in ("1", "true", "yes")
         lines = platform.logs(name, tail, follow)  # raises NotFoundError before streaming
         return StreamingResponse(lines, media_type="application/x-ndjson")
@@ -154,20 +139,3 @@ def _authorized(request: Request, token: str) -> bool:
     header = request.headers.get("authorization", "")
     given = header[7:].strip() if header.lower().startswith("bearer ") else ""
     return bool(given) and hmac.compare_digest(given.encode(), token.encode())
-
-
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SpecError(f"request body is not valid JSON: {exc}") from None
-
-
-def _int_param(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise SpecError(f"query parameter {name!r} must be a whole number (got {raw!r})")
-    return int(raw)

@@ -9,38 +9,19 @@ until it ends. ``GET /api/schedules`` lists cron triggers; ``POST
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from sluice.errors import SpecError
 
+from .api_io import Endpoint, int_param, json_response, object_body
 from .local import LocalPlatform
 from .states import RunState
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 TRIGGERS = ("manual", "api")  # what a caller may say started a run (cron is the scheduler's)
-
-
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status, media_type="application/json")
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SpecError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise SpecError("request body must be a JSON object")
-    return payload
 
 
 def _status(request: Request) -> RunState | None:
@@ -63,7 +44,7 @@ def _limit(request: Request, default: int = 50) -> int:
 
 def run_routes(platform: LocalPlatform, guarded: Callable[[Endpoint], Endpoint]) -> list[Route]:
     async def start_run(request: Request) -> Response:
-        payload = await _body(request)
+        payload = await object_body(request)
         unknown = set(payload) - {"params", "trigger"}
         if unknown:
             raise SpecError(f"{sorted(unknown)[0]}: unknown field (allowed: params, trigger)")
@@ -71,43 +52,42 @@ def run_routes(platform: LocalPlatform, guarded: Callable[[Endpoint], Endpoint])
         if trigger not in TRIGGERS:
             raise SpecError(f"trigger: must be one of {', '.join(TRIGGERS)} (got {trigger!r})")
         run = platform.run(request.path_params["name"], payload.get("params"), trigger)
-        return _json(run.to_json(), 201)
+        return json_response(run.to_json(), 201)
 
     async def function_runs(request: Request) -> Response:
         runs = platform.runs(request.path_params["name"], _status(request), _limit(request))
-        return _json([r.to_json() for r in runs])
+        return json_response([r.to_json() for r in runs])
 
     async def all_runs(request: Request) -> Response:
         function = request.query_params.get("function") or None
         runs = platform.runs(function, _status(request), _limit(request))
-        return _json([r.to_json() for r in runs])
+        return json_response([r.to_json() for r in runs])
 
     async def get_run(request: Request) -> Response:
-        return _json(platform.get_run(request.path_params["run_id"]).to_json())
+        return json_response(platform.get_run(request.path_params["run_id"]).to_json())
 
     async def cancel_run(request: Request) -> Response:
-        return _json((await platform.cancel_run(request.path_params["run_id"])).to_json())
+        run = await platform.cancel_run(request.path_params["run_id"])
+        return json_response(run.to_json())
 
     async def run_logs(request: Request) -> Response:
-        tail = request.query_params.get("tail", "0")
-        if not tail.isdigit():
-            raise SpecError(f"query parameter 'tail' must be a whole number (got {tail!r})")
+        tail = int_param(request, "tail", 0)
         follow = request.query_params.get("follow", "") in ("1", "true", "yes")
-        lines = platform.run_logs(request.path_params["run_id"], int(tail), follow)
+        lines = platform.run_logs(request.path_params["run_id"], tail, follow)
         return StreamingResponse(lines, media_type="application/x-ndjson")
 
     async def schedules(request: Request) -> Response:
-        return _json([vars(s) for s in platform.schedules()])
+        return json_response([vars(s) for s in platform.schedules()])
 
     def switch(pause: bool) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            payload = await _body(request)
+            payload = await object_body(request)
             trigger = payload.get("trigger")
             if trigger is not None and not isinstance(trigger, str):
                 raise SpecError("trigger: must be the name of a cron trigger")
             name = request.path_params["name"]
             names = (platform.pause if pause else platform.resume)(name, trigger)
-            return _json({"function": name, "triggers": names, "paused": pause})
+            return json_response({"function": name, "triggers": names, "paused": pause})
         return endpoint
 
     return [
