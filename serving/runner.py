@@ -33,8 +33,7 @@ class ServingRunner:
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
         self.follower: asyncio.Task[None] | None = None  # the hot-swap loop
-        self.busy_since = 0.0  # read by the worker's watchdog (async: the loop heartbeat)
-        self.busy_fd = -1
+        self.busy_fd = -1  # EventRunner's: the socket a sync call answers on (never: async)
 
     async def run_async(self, event: Event) -> Reply:
         body = event.body if isinstance(event.body, bytes) else b""
@@ -66,10 +65,8 @@ class ModelLoader:
         self.gpus = gpus
         self.metrics = metrics
         self.log = log or (lambda *args, **fields: None)
-        self.inputs = [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"]))
-                       for t in settings["inputs"]]
-        self.outputs = [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"]))
-                        for t in settings["outputs"]]
+        self.inputs = _tensors(settings["inputs"])
+        self.outputs = _tensors(settings["outputs"])
 
     def build(self, record: Any) -> ServedModel:
         """Fetch (sha256-checked) and load one version, with its own batcher."""
@@ -117,6 +114,11 @@ class ModelLoader:
                      f"{current.version})")
             await current.batcher.drain()
             await current.batcher.close()
+
+
+def _tensors(specs: list[dict[str, Any]]) -> list[Tensor]:
+    """spec.serving's inputs or outputs (TensorSpec as dicts) as the serving side's Tensors."""
+    return [Tensor(t["name"], t.get("datatype", "FP32"), tuple(t["dims"])) for t in specs]
 
 
 def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,

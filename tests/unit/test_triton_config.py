@@ -88,3 +88,12 @@ def test_model_repository_layout(tmp_path):
     assert (folder / "3" / "model.py").read_bytes() == b"# the python backend"
     with pytest.raises(SpecError, match="a plain file name"):
         write_model_repository(tmp_path, MLP, {"../evil.py": b""})
+
+
+def test_the_spec_the_codec_and_triton_know_the_same_datatypes():
+    # three lists by necessity (the spec stays light, the codec needs a Literal type, Triton
+    # needs its own names): this keeps them from drifting apart
+    from sluice.serving.protocol import DATATYPES
+    from sluice.spec import V2_DATATYPES
+
+    assert set(V2_DATATYPES) == set(DATATYPES) == set(TRITON_TYPES)
