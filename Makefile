@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Triton's own environment: nvidia-pytriton (the tritonserver binary) needs numpy<2, sluice
+# numpy 2, so the local Triton server runs from a second venv (serving/triton_server.py)
+TRITON_VENV  := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+TRITON_PKGS  := nvidia-pytriton==0.7.0 'numpy<2' torch==2.13.0
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean triton-env
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,11 +17,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+$(TRITON_STAMP): Makefile
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet $(TRITON_PKGS)
+	@touch $(TRITON_STAMP)
+
+triton-env: $(TRITON_STAMP)  ## the environment local Triton servers run from
+
 run: $(STAMP)  ## start the embedded platform with the example functions deployed
 	$(VENV)/bin/sluice up --deploy examples/ --deploy examples/nuclio/function.yaml \
 		--deploy examples/jobs/report.yaml
 
-test: $(STAMP)  ## lint, type-check and run the whole suite
+test: $(STAMP) $(TRITON_STAMP)  ## lint, type-check and run the whole suite
 	$(VENV)/bin/ruff check runtime triggers serving tests bench examples
 	$(VENV)/bin/mypy runtime triggers serving
 	$(PY) -m pytest
@@ -27,4 +40,4 @@ bench: $(STAMP)  ## HTTP overhead, cold-start and cron/run-start benchmarks (nee
 	$(PY) bench/cron_accuracy.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) build *.egg-info

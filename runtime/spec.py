@@ -158,12 +158,30 @@ class Serving(_Frozen):
     model: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([:@][\w-]+)?$")]
     inputs: Annotated[list[TensorSpec], Field(min_length=1)]
     outputs: Annotated[list[TensorSpec], Field(min_length=1)]
-    backend: Literal["torch"] = "torch"
+    # torch: in process; triton: a local Triton server sluice starts (or triton_url's);
+    # kserve: the handler's kserve.Model subclass. Unset: kserve when the function has handler
+    # code, torch otherwise.
+    backend: Literal["torch", "triton", "kserve"] | None = None
+    triton_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+/?$")] | None = None
     max_batch: Annotated[int, Field(ge=1, le=65_536)] = 64
     latency_ms: Annotated[float, Field(gt=0, le=600_000)] = 50.0  # the latency objective
-    max_inflight: Annotated[int, Field(ge=1, le=64)] = 1  # batches running at once
+    # batches running at once (default 1; 4 with Triton, whose own batcher merges them)
+    max_inflight: Annotated[int, Field(ge=1, le=64)] | None = None
     # how often to check whether the model reference (an alias) moved; 0: never
     reload_interval: Annotated[float, Field(ge=0, le=86_400)] = 5.0
+
+    @model_validator(mode="after")
+    def _remote_triton(self) -> Serving:
+        if self.triton_url is None:
+            return self
+        if self.backend not in (None, "triton"):
+            raise ValueError(f"serving.triton_url: a remote Triton server is the triton "
+                             f"backend, not {self.backend}")
+        if "@" in self.model:
+            raise ValueError(f"serving.model: {self.model!r} names a registry alias, but the "
+                             "model lives on the Triton server at triton_url: give its name "
+                             "there, with an optional :version")
+        return self
 
 
 class Resources(_Frozen):

@@ -10,6 +10,7 @@ the reason.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,14 @@ class ServingRunner:
     async def run_batch_async(self, events: Any) -> list[Reply]:
         return [await self.run_async(event) for event in events]
 
+    async def aclose(self) -> None:
+        """At worker exit: stop following the reference, finish what was taken, close the
+        models (a local Triton server stops with its model)."""
+        if self.follower is not None:
+            self.follower.cancel()
+        for served in list(self.endpoints.models.values()):
+            await shutdown(served)
+
 
 class ModelLoader:
     """Resolves the spec's model reference and builds what serves it; with a reload interval,
@@ -70,19 +79,49 @@ class ModelLoader:
 
     def build(self, record: Any) -> ServedModel:
         """Fetch (sha256-checked) and load one version, with its own batcher."""
-        from .torch_backend import TorchModel
-
         path = self.registry.fetch(record, self.cache_dir)
-        model = TorchModel.load(path, gpus=self.gpus, inputs=[t.name for t in self.inputs],
-                                outputs=[t.name for t in self.outputs])
-        instruments = ServingMetrics(record.name, str(record.version)) if self.metrics else None
+        name, version = record.name, str(record.version)
+        backend = self.settings.get("backend") or "torch"
+        model: Any
+        if backend == "triton":
+            from .triton_backend import local_backend
+
+            model = local_backend(path, name, version, self.inputs, self.outputs,
+                                  self.cache_dir / "triton" / f"{name}-{version}",
+                                  max_batch=self.settings.get("max_batch", 64),
+                                  latency_ms=self.settings.get("latency_ms", 50.0),
+                                  gpus=self.gpus)
+        else:
+            from .torch_backend import TorchModel
+
+            model = TorchModel.load(path, gpus=self.gpus, inputs=[t.name for t in self.inputs],
+                                    outputs=[t.name for t in self.outputs])
+        return self.serve(name, version, model, backend)
+
+    def build_remote(self) -> ServedModel:
+        """A model that a remote Triton server already serves (``serving.triton_url``): the
+        reference is its name there, with an optional ``:version``."""
+        from .triton_backend import TritonBackend
+
+        name, _, version = self.settings["model"].partition(":")
+        model = TritonBackend(self.settings["triton_url"], name, version, self.inputs,
+                              self.outputs)
+        model.check()
+        return self.serve(name, version or "latest", model, "triton")
+
+    def serve(self, name: str, version: str, model: Any, backend: str) -> ServedModel:
+        """``model`` (a backend) behind its own batcher, with its metrics."""
+        instruments = ServingMetrics(name, version) if self.metrics else None
+        # a Triton server batches too: keep requests in flight so that it has some to merge
+        inflight = self.settings.get("max_inflight") or (4 if backend == "triton" else 1)
         batcher = Batcher(model, BatchPolicy(max_batch=self.settings.get("max_batch", 64)),
                           latency=self.settings.get("latency_ms", 50.0) / 1000,
-                          max_inflight=self.settings.get("max_inflight", 1))
+                          max_inflight=inflight)
         if instruments is not None:
             batcher.on_batch = lambda stats: instruments.on_batch(stats, batcher.queued)
-        return ServedModel(record.name, str(record.version), self.inputs, self.outputs,
-                           batcher, count=instruments.count if instruments else None)
+        return ServedModel(name, version, self.inputs, self.outputs, batcher,
+                           platform=_PLATFORMS.get(backend, backend),
+                           count=instruments.count if instruments else None)
 
     async def follow(self, endpoints: Endpoints) -> None:
         """Every ``reload_interval`` seconds: if the reference names another version now, load
@@ -113,7 +152,17 @@ class ModelLoader:
             self.log("info", f"{ref}: now serving version {record.version} (was "
                      f"{current.version})")
             await current.batcher.drain()
-            await current.batcher.close()
+            await shutdown(current)
+
+
+async def shutdown(served: ServedModel) -> None:
+    """Close a model's batcher (what it took finishes), then its backend."""
+    await served.batcher.close()
+    close = getattr(served.batcher.run, "close", None)
+    if close is not None:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
 
 
 def _tensors(specs: list[dict[str, Any]]) -> list[Tensor]:
@@ -127,8 +176,13 @@ def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
     """The runner for ``spec.serving`` (a dict): resolve, fetch, load, batch; and, in the
     background, follow the reference to new versions."""
     loader = ModelLoader(settings, artifacts, cache_dir, gpus, metrics, log)
+    if settings.get("triton_url"):  # the model lives on that server: nothing to follow
+        return ServingRunner(Endpoints([loader.build_remote()]))
     served = loader.build(loader.registry.resolve(settings["model"]))
     endpoints = Endpoints([served])
     runner = ServingRunner(endpoints)
     runner.follower = asyncio.get_running_loop().create_task(loader.follow(endpoints))
     return runner
+
+
+_PLATFORMS = {"torch": "pytorch"}  # the model metadata's "platform", by backend

@@ -151,6 +151,8 @@ async def serve(config: WorkerConfig) -> int:
         await server.drain(config.drain_timeout)
     if kafka_tasks:  # each finishes its batch, commits and leaves the group
         await asyncio.wait(kafka_tasks, timeout=config.drain_timeout)
+    if config.serving is not None:  # close the models (and a Triton server the worker started)
+        await runner.aclose()
     _callback(context, "termination", log)
     return EXIT_OK
 
