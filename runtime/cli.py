@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="where the platform is: API address, state directory")
 
     deploy = sub.add_parser("deploy", help="deploy a handler file or a function.yaml")
-    deploy.add_argument("path", type=Path, help="FILE.py (handler) or function.yaml")
+    deploy.add_argument("path", type=Path, nargs="?",
+                        help="FILE.py (handler) or function.yaml (none with --model)")
     deploy.add_argument("--name", help="function name (default: from the file)")
     deploy.add_argument("--handler", help="'module:function' or 'function' (default: handler)")
     deploy.add_argument("--kind", choices=["http", "job", "serving"])
@@ -47,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--replicas", type=int)
     deploy.add_argument("--timeout", type=float, help="seconds a handler call may take")
     deploy.add_argument("--version", dest="fn_version", help="a version label to record")
+    model = deploy.add_argument_group("serving (these make it --kind serving)")
+    model.add_argument("--model", help="the registry model to serve, e.g. fraud@production")
+    model.add_argument("--batching", metavar="KEY=VALUE,...",
+                       help="max_batch, latency_ms, max_inflight, reload_interval, "
+                            "e.g. max_batch=64,latency_ms=20")
+    model.add_argument("--backend", choices=["torch", "triton", "kserve"],
+                       help="default: kserve if the file defines a kserve.Model, else torch")
+    model.add_argument("--inputs", action="append", metavar="NAME:DATATYPE:DIMS",
+                       help="a model input, e.g. x:FP32:64 (repeatable; default: the "
+                            "signature pushed with the model)")
+    model.add_argument("--outputs", action="append", metavar="NAME:DATATYPE:DIMS",
+                       help="a model output, e.g. scores:FP32:8 (repeatable)")
     _output_flag(deploy)
 
     get = sub.add_parser("get", help="list functions, or show one")
@@ -179,13 +192,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .packaging import spec_from_path
+    from .packaging import serving_options, spec_from_path
 
+    serving = serving_options(args.model, args.batching, args.backend, args.inputs,
+                              args.outputs)
     spec = spec_from_path(args.path, name=args.name, handler=args.handler, kind=args.kind,
                           triggers=args.trigger, env=args.env, workers=args.workers,
-                          replicas=args.replicas, timeout=args.timeout, version=args.fn_version)
+                          replicas=args.replicas, timeout=args.timeout, version=args.fn_version,
+                          serving=serving)
     started = time.monotonic()
-    print(f"Deploying {spec.get('name')} from {args.path} ...", file=sys.stderr, flush=True)
+    print(f"Deploying {spec.get('name')} from {args.path or args.model} ...", file=sys.stderr,
+          flush=True)
     result = _client(args).deploy(spec)
     st = result["status"]
     where = (f"start a run with `sluice run {st['name']}`" if st["kind"] == "job" else

@@ -26,6 +26,11 @@ def add_commands(sub: Any) -> None:
     push.add_argument("--param", action="append", default=[], metavar="K=V",
                       help="a training param to record (repeatable)")
     push.add_argument("--fingerprint", help="what identifies the training data")
+    push.add_argument("--inputs", action="append", default=[], metavar="NAME:DATATYPE:DIMS",
+                      help="its signature, served when a function names none: e.g. x:FP32:64 "
+                           "(repeatable)")
+    push.add_argument("--outputs", action="append", default=[], metavar="NAME:DATATYPE:DIMS",
+                      help="e.g. scores:FP32:8 (repeatable)")
     alias = actions.add_parser("alias", help="point an alias (production, candidate) at a version")
     alias.add_argument("name")
     alias.add_argument("alias")
@@ -52,6 +57,8 @@ def _pairs(text: str, flag: str) -> dict[str, Any]:
 def cmd_models(args: argparse.Namespace, artifacts_uri: str) -> int:
     from sluice.serving.registry import ModelRegistry, open_store
 
+    from .packaging import serving_options
+
 
     registry = ModelRegistry(open_store(artifacts_uri))
     action = args.models_command
@@ -60,8 +67,9 @@ def cmd_models(args: argparse.Namespace, artifacts_uri: str) -> int:
         params: dict[str, Any] = {}
         for item in args.param:
             params.update(_pairs(item, "--param"))
+        signature = serving_options(inputs=args.inputs, outputs=args.outputs)
         record = registry.push(args.name, args.file, metrics=metrics, params=params,
-                               data_fingerprint=args.fingerprint)
+                               data_fingerprint=args.fingerprint, signature=signature)
         _out(args, record.__dict__, f"{record.name} version {record.version} "
              f"({record.size:,} bytes, sha256 {record.sha256[:12]}...) in {registry.store.uri}")
         return 0
@@ -82,7 +90,8 @@ def cmd_models(args: argparse.Namespace, artifacts_uri: str) -> int:
                  f"created    {_when(record.created)}",
                  f"metrics    {json.dumps(record.metrics)}",
                  f"params     {json.dumps(record.params)}",
-                 f"data       {record.data_fingerprint or '-'}"]
+                 f"data       {record.data_fingerprint or '-'}",
+                 f"signature  {_signature(record.signature)}"]
         _out(args, data, "\n".join(lines))
         return 0
     names = [args.name] if args.name else _model_names(registry)
@@ -104,6 +113,16 @@ def cmd_models(args: argparse.Namespace, artifacts_uri: str) -> int:
     else:
         print(_table(rows))
     return 0
+
+
+def _signature(signature: dict[str, list[dict[str, Any]]]) -> str:
+    def side(tensors: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{t['name']}:{t['datatype']}:{','.join(map(str, t['dims']))}"
+                         for t in tensors)
+
+    if not signature:
+        return "- (push with --inputs/--outputs to record one)"
+    return f"{side(signature.get('inputs', []))} -> {side(signature.get('outputs', []))}"
 
 
 def _model_names(registry: Any) -> list[str]:

@@ -66,7 +66,7 @@ def source_of(path: Path) -> dict[str, str]:
 
 
 def spec_from_path(
-    path: Path,
+    path: Path | None,
     name: str | None = None,
     handler: str | None = None,
     kind: str | None = None,
@@ -76,12 +76,19 @@ def spec_from_path(
     replicas: int | None = None,
     timeout: float | None = None,
     version: str | None = None,
+    serving: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The spec dict to deploy: options given on the command line override the file's."""
-    if not path.exists():
+    """The spec dict to deploy: options given on the command line override the file's;
+    ``serving`` (from :func:`serving_options`) makes it a serving function."""
+    if path is None:  # a registry model and nothing else: `sluice deploy --model fraud@prod`
+        if not serving or not serving.get("model"):
+            raise SpecError("give a handler file (.py), a function.yaml, or --model to serve a "
+                            "registry model")
+        spec: dict[str, Any] = {"name": name or re.split("[@:]", serving["model"])[0]}
+    elif not path.exists():
         raise SpecError(f"{path}: no such file")
-    if path.suffix == ".py":
-        spec: dict[str, Any] = {
+    elif path.suffix == ".py":
+        spec = {
             "name": name or _name_from_file(path),
             "handler": f"{path.stem}:handler",
             "source": source_of(path),
@@ -109,7 +116,60 @@ def spec_from_path(
         spec["timeout"] = timeout
     if version is not None:
         spec["version"] = version
+    if serving:
+        if not kind:
+            spec["kind"] = "serving"
+        spec["serving"] = {**spec.get("serving", {}), **serving}
     return spec
+
+
+def serving_options(model: str | None = None, batching: str | None = None,
+                    backend: str | None = None, inputs: list[str] | None = None,
+                    outputs: list[str] | None = None) -> dict[str, Any]:
+    """``sluice deploy``'s model flags as ``spec.serving`` fields: ``--model fraud@production
+    --batching max_batch=64,latency_ms=20 --backend triton --inputs x:FP32:64 --outputs y:8``."""
+    serving: dict[str, Any] = {}
+    if model:
+        serving["model"] = model
+    if backend:
+        serving["backend"] = backend
+    for item in filter(None, (part.strip() for part in (batching or "").split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in _BATCHING:
+            raise SpecError(f"--batching {batching!r}: {item!r} must be key=value with key one "
+                            f"of {', '.join(_BATCHING)}")
+        try:
+            serving[key] = _BATCHING[key](value.strip())
+        except ValueError:
+            raise SpecError(f"--batching {batching!r}: {key} must be a number, got "
+                            f"{value.strip()!r}") from None
+    if inputs:
+        serving["inputs"] = [tensor_option(t, "--inputs") for t in inputs]
+    if outputs:
+        serving["outputs"] = [tensor_option(t, "--outputs") for t in outputs]
+    return serving
+
+
+_BATCHING: dict[str, Any] = {"max_batch": int, "latency_ms": float, "max_inflight": int,
+                             "reload_interval": float}
+
+
+def tensor_option(text: str, flag: str) -> dict[str, Any]:
+    """``x:FP32:64`` or ``image:UINT8:3,224,224`` or ``x:64`` (FP32) -> a TensorSpec dict."""
+    parts = text.split(":")
+    if len(parts) == 2:
+        parts.insert(1, "FP32")
+    if len(parts) != 3 or not parts[0]:
+        raise SpecError(f"{flag} {text!r}: give NAME:DATATYPE:DIMS, e.g. x:FP32:64 or "
+                        "image:UINT8:3,224,224")
+    name, datatype, dims = parts
+    try:
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        raise SpecError(f"{flag} {text!r}: the dims are integers separated by ',' (-1: any "
+                        "length), e.g. 3,224,224") from None
+    return {"name": name, "datatype": datatype.upper(), "dims": shape}
 
 
 def _env_pair(text: str) -> tuple[str, str]:

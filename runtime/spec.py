@@ -156,8 +156,10 @@ class Serving(_Frozen):
     through the adaptive batcher."""
 
     model: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([:@][\w-]+)?$")]
-    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
-    outputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    # the signature (shapes after the batch axis); unset: the one pushed with the model (or,
+    # with triton_url, the one the Triton server reports)
+    inputs: Annotated[list[TensorSpec], Field(min_length=1)] | None = None
+    outputs: Annotated[list[TensorSpec], Field(min_length=1)] | None = None
     # torch: in process; triton: a local Triton server sluice starts (or triton_url's);
     # kserve: the handler's kserve.Model subclass. Unset: kserve when the function has handler
     # code, torch otherwise.

@@ -54,6 +54,9 @@ class ModelVersion:
     metrics: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str | None = None
+    # {"inputs": [...], "outputs": [...]}, each {"name", "datatype", "dims"} after the batch
+    # axis: what a serving function serves when its spec names no tensors
+    signature: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -100,8 +103,8 @@ class ModelRegistry:
         self.store = store
 
     def push(self, name: str, path: str | Path, *, metrics: dict[str, Any] | None = None,
-             params: dict[str, Any] | None = None, data_fingerprint: str | None = None
-             ) -> ModelVersion:
+             params: dict[str, Any] | None = None, data_fingerprint: str | None = None,
+             signature: dict[str, list[dict[str, Any]]] | None = None) -> ModelVersion:
         """Store ``path`` as the next version of ``name``; returns its record."""
         _check_name(name)
         source = Path(path)
@@ -111,7 +114,7 @@ class ModelRegistry:
         version = max(self._numbers(name), default=0) + 1
         record = ModelVersion(name, version, source.name, _sha256(source),
                               source.stat().st_size, time.time(), dict(metrics or {}),
-                              dict(params or {}), data_fingerprint)
+                              dict(params or {}), data_fingerprint, dict(signature or {}))
         self.store.put_file(record.key, source)
         # the metadata last: a version without it is an interrupted push, never listed
         self.store.put_bytes(f"models/{name}/{version}/meta.json",

@@ -17,6 +17,7 @@ from typing import Any
 
 from nuclio_sdk import Event
 
+from sluice.errors import ArtifactError
 from sluice.outputs import Reply
 
 from .batcher import Batcher
@@ -74,11 +75,23 @@ class ModelLoader:
         self.gpus = gpus
         self.metrics = metrics
         self.log = log or (lambda *args, **fields: None)
-        self.inputs = _tensors(settings["inputs"])
-        self.outputs = _tensors(settings["outputs"])
+
+    def signature(self, record: Any) -> tuple[list[Tensor], list[Tensor]]:
+        """The spec's inputs and outputs, else those pushed with the version."""
+        pushed = record.signature or {}
+        inputs = self.settings.get("inputs") or pushed.get("inputs")
+        outputs = self.settings.get("outputs") or pushed.get("outputs")
+        if not inputs or not outputs:
+            raise ArtifactError(
+                f"model {record.name} version {record.version} was pushed without a "
+                "signature and the spec names no tensors: give serving.inputs and "
+                "serving.outputs (sluice deploy --inputs/--outputs), or push the model with "
+                "--inputs/--outputs")
+        return _tensors(inputs), _tensors(outputs)
 
     def build(self, record: Any) -> ServedModel:
         """Fetch (sha256-checked) and load one version, with its own batcher."""
+        inputs, outputs = self.signature(record)
         path = self.registry.fetch(record, self.cache_dir)
         name, version = record.name, str(record.version)
         backend = self.settings.get("backend") or "torch"
@@ -86,7 +99,7 @@ class ModelLoader:
         if backend == "triton":
             from .triton_backend import local_backend
 
-            model = local_backend(path, name, version, self.inputs, self.outputs,
+            model = local_backend(path, name, version, inputs, outputs,
                                   self.cache_dir / "triton" / f"{name}-{version}",
                                   max_batch=self.settings.get("max_batch", 64),
                                   latency_ms=self.settings.get("latency_ms", 50.0),
@@ -94,9 +107,9 @@ class ModelLoader:
         else:
             from .torch_backend import TorchModel
 
-            model = TorchModel.load(path, gpus=self.gpus, inputs=[t.name for t in self.inputs],
-                                    outputs=[t.name for t in self.outputs])
-        return self.serve(name, version, model, backend)
+            model = TorchModel.load(path, gpus=self.gpus, inputs=[t.name for t in inputs],
+                                    outputs=[t.name for t in outputs])
+        return self.serve(name, version, model, backend, inputs, outputs)
 
     def build_remote(self) -> ServedModel:
         """A model that a remote Triton server already serves (``serving.triton_url``): the
@@ -104,12 +117,15 @@ class ModelLoader:
         from .triton_backend import TritonBackend
 
         name, _, version = self.settings["model"].partition(":")
-        model = TritonBackend(self.settings["triton_url"], name, version, self.inputs,
-                              self.outputs)
-        model.check()
-        return self.serve(name, version or "latest", model, "triton")
+        inputs, outputs = (_tensors(self.settings.get(side) or []) for side in ("inputs",
+                                                                                 "outputs"))
+        model = TritonBackend(self.settings["triton_url"], name, version, inputs, outputs)
+        model.check()  # and, for a spec that names no tensors, the server's signature
+        return self.serve(name, version or "latest", model, "triton", model.inputs,
+                          model.outputs)
 
-    def serve(self, name: str, version: str, model: Any, backend: str) -> ServedModel:
+    def serve(self, name: str, version: str, model: Any, backend: str,
+              inputs: list[Tensor], outputs: list[Tensor]) -> ServedModel:
         """``model`` (a backend) behind its own batcher, with its metrics."""
         instruments = ServingMetrics(name, version) if self.metrics else None
         # a Triton server batches too: keep requests in flight so that it has some to merge
@@ -119,7 +135,7 @@ class ModelLoader:
                           max_inflight=inflight)
         if instruments is not None:
             batcher.on_batch = lambda stats: instruments.on_batch(stats, batcher.queued)
-        return ServedModel(name, version, self.inputs, self.outputs, batcher,
+        return ServedModel(name, version, inputs, outputs, batcher,
                            platform=_PLATFORMS.get(backend, backend),
                            count=instruments.count if instruments else None)
 

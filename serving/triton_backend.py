@@ -66,6 +66,15 @@ class TritonBackend:
             raise ArtifactError(f"{where} is not ready: {exc.code} {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise ArtifactError(f"{where}: cannot reach the server ({exc})") from None
+        if not self.inputs or not self.outputs:  # the spec names none: take the server's
+            try:
+                self.inputs, self.outputs = ([Tensor(t["name"], t["datatype"],
+                                                     tuple(t["shape"][1:]))
+                                              for t in metadata[side]]
+                                             for side in ("inputs", "outputs"))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ArtifactError(f"{where}: its metadata has no usable signature ({exc}); "
+                                    "give serving.inputs and serving.outputs") from None
         for side, wanted in (("inputs", self.inputs), ("outputs", self.outputs)):
             served = {t["name"]: t["datatype"] for t in metadata.get(side, [])}
             for tensor in wanted:

@@ -132,3 +132,34 @@ def test_moving_the_alias_swaps_versions_under_load_with_no_failed_request(daemo
     assert "now serving version 2 (was 1)" in logs
     assert "moved to version 3, which cannot be served" in logs
     assert "version 2 keeps serving" in logs
+
+
+def test_the_cli_serves_a_model_with_its_pushed_signature(daemon: Daemon, tmp_path):
+    module = mlp()
+    torch.save(module, tmp_path / "model.pt")
+    daemon.cli("models", "push", "fraud", str(tmp_path / "model.pt"), "--metrics", "auc=0.93",
+               "--inputs", "x:FP32:64", "--outputs", "scores:FP32:8")
+    daemon.cli("models", "alias", "fraud", "production", "1")
+    shown = daemon.cli("models", "show", "fraud@production").stdout
+    assert "signature  x:FP32:64 -> scores:FP32:8" in shown
+    deployed = json.loads(daemon.cli("deploy", "--name", "fraud", "--model", "fraud@production",
+                                     "--batching", "max_batch=32,latency_ms=20",
+                                     "-o", "json").stdout)
+    assert deployed["spec"]["serving"]["max_batch"] == 32
+    url = deployed["status"]["endpoint"]
+    assert httpx.get(f"{url}/v2/models/fraud").json()["outputs"] == [
+        {"name": "scores", "datatype": "FP32", "shape": [-1, 8]}]
+    row = np.linspace(-1, 1, 64, dtype=np.float32)
+    answer = httpx.post(f"{url}/v2/models/fraud/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 64], "datatype": "FP32", "data": row.tolist()}]}).json()
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(row[None])).numpy()[0]
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_without_a_signature_needs_one_in_the_spec(daemon: Daemon, tmp_path):
+    torch.save(mlp(), tmp_path / "model.pt")
+    daemon.cli("models", "push", "bare", str(tmp_path / "model.pt"))
+    result = daemon.cli("deploy", "--model", "bare:1", check=False)
+    assert result.returncode == 1
+    assert "was pushed without a signature and the spec names no tensors" in result.stderr

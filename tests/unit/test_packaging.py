@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from sluice.errors import SpecError
-from sluice.packaging import parse_trigger_option, spec_from_path
+from sluice.packaging import parse_trigger_option, serving_options, spec_from_path
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -58,3 +58,30 @@ def test_sluice_yaml_spec_picks_up_its_handler_file(tmp_path):
     spec = spec_from_path(tmp_path / "fn.yaml")
     assert spec["name"] == "scorer" and spec["workers"] == 2
     assert spec["source"]["filename"] == "main.py"
+
+
+def test_model_flags_make_a_serving_spec(tmp_path):
+    (tmp_path / "serve.py").write_text("class Fraud: pass\n")
+    serving = serving_options("fraud@production", "max_batch=64,latency-ms=20", "triton",
+                              ["x:FP32:64", "image:uint8:3,224,224"], ["scores:8"])
+    spec = spec_from_path(tmp_path / "serve.py", name="fraud", serving=serving)
+    assert spec["kind"] == "serving"
+    assert spec["serving"] == {
+        "model": "fraud@production", "backend": "triton", "max_batch": 64, "latency_ms": 20.0,
+        "inputs": [{"name": "x", "datatype": "FP32", "dims": [64]},
+                   {"name": "image", "datatype": "UINT8", "dims": [3, 224, 224]}],
+        "outputs": [{"name": "scores", "datatype": "FP32", "dims": [8]}]}
+    # an explicit --kind is kept, so that a mismatch is the spec's error, not a silent change
+    assert spec_from_path(tmp_path / "serve.py", kind="http", serving=serving)["kind"] == "http"
+
+
+@pytest.mark.parametrize("batching, inputs, message", [
+    ("max_batch", None, "'max_batch' must be key=value"),
+    ("batch=4", None, "key one of max_batch, latency_ms"),
+    ("max_batch=lots", None, "max_batch must be a number, got 'lots'"),
+    (None, ["x"], "give NAME:DATATYPE:DIMS"),
+    (None, ["x:FP32:64x2"], "the dims are integers separated by ','"),
+])
+def test_bad_model_flags_say_what_is_wrong(batching, inputs, message):
+    with pytest.raises(SpecError, match=message):
+        serving_options("fraud", batching, inputs=inputs)
