@@ -274,11 +274,10 @@ class FunctionSpec(_Frozen):
         if len(http) > 1:
             raise ValueError("a function has at most one http trigger (all workers share its port)")
         for name, trigger in self.triggers.items():
-            if self.kind == Kind.SERVING and not isinstance(trigger, HttpTrigger):
+            if self.kind == Kind.SERVING and isinstance(trigger, CronTrigger):
                 raise ValueError(f"triggers.{name}: a serving function answers V2 requests on "
-                                 f"its HTTP trigger; a {trigger.kind} trigger is not supported "
-                                 "there yet (score a stream with a kafka function that calls "
-                                 "it)")
+                                 "its HTTP trigger and scores Kafka messages; a cron trigger "
+                                 "has nothing to score (retrain with a job on cron)")
             if self.kind == Kind.JOB and not isinstance(trigger, CronTrigger):
                 raise ValueError(f"triggers.{name}: a job function runs on demand (`sluice run`) "
                                  f"or on a cron trigger; a {trigger.kind} trigger needs kind "

@@ -27,14 +27,15 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import orjson
 
 from sluice.errors import InferenceError, InvalidTensorError, NotFoundError, SluiceError
 
 from .batcher import Batcher
-from .protocol import InferRequest, decode_request, encode_response
+from .protocol import InferInput, InferRequest, decode_request, dtype_of, encode_response
 from .triton_config import Tensor
 
 log = logging.getLogger("sluice.serving")
@@ -96,6 +97,10 @@ class ServedModel:
 class Endpoints:
     """The V2 routes over a set of served models (keyed by name)."""
 
+    # a stream message's deadline, in seconds: a backlog is worked through, not shed, and
+    # HTTP requests (deadlines of latency_ms) go first
+    stream_timeout = 60.0
+
     def __init__(self, models: Sequence[ServedModel], server: str = "sluice",
                  version: str = "0") -> None:
         self.models = {model.name: model for model in models}
@@ -150,15 +155,73 @@ class Endpoints:
             model.count(200)
         return reply
 
-    async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes
-                     ) -> Reply:
+    async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes,
+                     timeout: float | None = None) -> Reply:
         request = decode_request(body, headers)
         model.check(request)
-        produced = await model.batcher.submit(request.tensors)
+        produced = await model.batcher.submit(request.tensors, timeout)
         outputs, binary = request.select_outputs(produced)
         out, out_headers = encode_response(model.name, model.version, request.id, outputs,
                                            binary)
         return 200, out_headers, out
+
+    async def score(self, payload: bytes | Mapping[str, Any], headers: Mapping[str, str]
+                    ) -> Reply:
+        """One stream message (a Kafka event) for the model this server holds, through the
+        same batcher as HTTP requests; never raises. A V2 infer request (``{"inputs": [...]}``)
+        is answered with a V2 response; a record of the inputs by name, one row
+        (``{"x": [0.1, ...]}``) or several, with the outputs by name, in the same form."""
+        try:
+            if len(self.models) != 1:
+                raise InvalidTensorError(f"a stream message needs one model to go to, and "
+                                         f"this server holds {len(self.models)}")
+            model = next(iter(self.models.values()))
+            if isinstance(payload, bytes | bytearray):
+                payload = orjson.loads(payload) if payload.lstrip()[:1] == b"{" else payload
+            if isinstance(payload, Mapping) and "inputs" not in payload:
+                reply = await self._score_record(model, payload)
+            else:  # a V2 request, as JSON or Triton's binary form (bytes)
+                body = payload if isinstance(payload, bytes | bytearray) else \
+                    orjson.dumps(payload)
+                reply = await self._infer(model, headers, bytes(body), self.stream_timeout)
+        except Exception as exc:
+            status = status_of(exc)
+            message = str(exc) if status != 500 or isinstance(exc, SluiceError) else \
+                f"the model failed: {type(exc).__name__}: {exc}"
+            if isinstance(exc, orjson.JSONDecodeError):
+                status, message = 400, f"the message is not JSON: {exc}"
+            if len(self.models) == 1:
+                self._count(next(iter(self.models.values())), status)
+            return _error(status, message)
+        self._count(model, 200)
+        return reply
+
+    async def _score_record(self, model: ServedModel, record: Mapping[str, Any]) -> Reply:
+        tensors, single = {}, False
+        for spec in model.inputs:
+            if spec.name not in record:
+                raise InvalidTensorError(f"the message has no {spec.name!r} (model "
+                                         f"{model.name!r} takes: "
+                                         f"{', '.join(t.name for t in model.inputs)})")
+            try:
+                array = np.asarray(record[spec.name], dtype=dtype_of(spec.datatype))
+            except (TypeError, ValueError) as exc:
+                raise InvalidTensorError(f"{spec.name!r}: not {spec.datatype} values "
+                                         f"({exc})") from None
+            single = array.ndim == len(spec.dims)  # one row, without the batch axis
+            tensors[spec.name] = array[None] if single else array
+        model.check(InferRequest(None, tuple(InferInput(spec.name, cast(Any, spec.datatype),
+                                                        a.shape, a)
+                                             for spec, a in zip(model.inputs, tensors.values(),
+                                                                strict=True)), (), {}))
+        produced = await model.batcher.submit(tensors, timeout=self.stream_timeout)
+        out = {name: (array[0] if single else array).tolist() for name, array in produced.items()}
+        return _json(200, out)
+
+    @staticmethod
+    def _count(model: ServedModel, status: int) -> None:
+        if model.count is not None:
+            model.count(status)
 
     def _model(self, name: str, version: str | None) -> ServedModel:
         model = self.models.get(name)

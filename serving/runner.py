@@ -38,6 +38,9 @@ class ServingRunner:
         self.busy_fd = -1  # EventRunner's: the socket a sync call answers on (never: async)
 
     async def run_async(self, event: Event) -> Reply:
+        if getattr(event.trigger, "kind", "") in _STREAMS:  # a stream message for the model
+            status, headers, out = await self.endpoints.score(event.body, event.headers or {})
+            return Reply(status, out, headers.pop("Content-Type", "application/json"), headers)
         body = event.body if isinstance(event.body, bytes) else b""
         path = event.url or event.path or "/"
         status, headers, out = await self.endpoints.handle(event.method or "GET", path,
@@ -49,7 +52,9 @@ class ServingRunner:
         raise RuntimeError("a serving function runs asynchronously")
 
     async def run_batch_async(self, events: Any) -> list[Reply]:
-        return [await self.run_async(event) for event in events]
+        """A Kafka micro-batch: every message at once, so the batcher merges them (with the
+        HTTP requests arriving meanwhile) into model batches; replies in the events' order."""
+        return list(await asyncio.gather(*(self.run_async(event) for event in events)))
 
     async def aclose(self) -> None:
         """At worker exit: stop following the reference, finish what was taken, close the
@@ -202,3 +207,4 @@ def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
 
 
 _PLATFORMS = {"torch": "pytorch"}  # the model metadata's "platform", by backend
+_STREAMS = ("kafka-cluster", "kafka")  # trigger kinds whose events are messages to score

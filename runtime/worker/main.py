@@ -224,7 +224,8 @@ def _kafka_loops(config: WorkerConfig, runner: Any, log: Any, context: Any,
 
     loops = []
     for data in config.kafka:
-        settings = KafkaSettings(**data)
+        # a model server takes each poll's messages at once: its batcher merges them
+        settings = KafkaSettings(**{**data, "batch": True} if config.serving else data)
         metrics = KafkaMetrics(config.function, settings.trigger) if config.metrics_dir else None
         loops.append(KafkaTriggerLoop(settings, runner, log, metrics, context.platform,
                                       on_health))

@@ -163,3 +163,46 @@ def test_a_model_without_a_signature_needs_one_in_the_spec(daemon: Daemon, tmp_p
     result = daemon.cli("deploy", "--model", "bare:1", check=False)
     assert result.returncode == 1
     assert "was pushed without a signature and the spec names no tensors" in result.stderr
+
+
+def test_kafka_messages_are_scored_through_the_same_batcher(daemon: Daemon, tmp_path):
+    from tests.e2e.test_kafka import FAST_GROUP, broker_of, create_topic, produce, read_all
+
+    module = mlp()
+    torch.save(module, tmp_path / "model.pt")
+    daemon.cli("models", "push", "fraud", str(tmp_path / "model.pt"),
+               "--inputs", "x:FP32:64", "--outputs", "scores:FP32:8")
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "tx", 2)
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((300, 64)).astype(np.float32)
+    messages: list[tuple[str | None, object]] = [(f"tx-{i}", {"x": row.tolist()})
+                                                 for i, row in enumerate(rows)]
+    messages += [("no-x", {"y": [1.0]}), ("not-json", b"{oops")]
+    produce(bootstrap, "tx", messages)
+    deployed = json.loads(daemon.cli(
+        "deploy", "--name", "fraud", "--model", "fraud:1", "--batching", "latency_ms=200",
+        "--trigger", "http", "--trigger",
+        f"kafka:topic=tx,output=tx-scores,content_type=application/json,{FAST_GROUP}",
+        "-o", "json").stdout)
+
+    scored = {r.key.decode(): json.loads(r.value)["scores"]
+              for r in read_all(bootstrap, "tx-scores", 300)}
+    assert len(scored) == 300
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(rows)).numpy()
+    got = np.array([scored[f"tx-{i}"] for i in range(300)])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+    # bad messages are dead-lettered with the reason, and nothing else is lost
+    dead = {r.key.decode(): dict(r.headers) for r in read_all(bootstrap, "fraud.dead-letter", 2)}
+    assert b"the message has no 'x'" in dead["no-x"]["x-sluice-error"]
+    assert b"not valid JSON" in dead["not-json"]["x-sluice-error"]
+
+    # the messages went through the batcher in batches, not one by one
+    page = httpx.get(f"{deployed['status']['endpoint']}/metrics").text
+    count = float(next(line.split()[-1] for line in page.splitlines()
+                       if line.startswith('sluice_batch_size_count{model="fraud"')))
+    total = float(next(line.split()[-1] for line in page.splitlines()
+                       if line.startswith('sluice_batch_size_sum{model="fraud"')))
+    assert total == 300 and count < 300
