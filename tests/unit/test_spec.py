@@ -130,10 +130,11 @@ def test_json_round_trip_is_lossless():
     ({"serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [4]}],
                   "outputs": [{"name": "y", "dims": [1]}]}},
      "serving: only a serving function (kind: serving) serves a model"),
-    ({"kind": "serving", "triggers": {"k": {"kind": "kafka", "topics": ["t"]}},
+    ({"kind": "serving", "triggers": {"k": {"kind": "cron", "interval": "1m"}},
       "serving": {"model": "fraud", "inputs": [{"name": "x", "dims": [4]}],
                   "outputs": [{"name": "y", "dims": [1]}]}},
-     "triggers.k: a serving function answers V2 requests on its HTTP trigger"),
+     "triggers.k: a serving function answers V2 requests on its HTTP trigger and scores Kafka "
+     "messages; a cron trigger has nothing to score"),
 ])
 def test_serving_spec_errors_name_the_field(spec, message):
     with pytest.raises(SpecError) as info:
