@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .errors import HandlerError
@@ -45,19 +46,7 @@ def load_handler(handler: str, source_dir: Path | None) -> LoadedHandler:
     module_name, _, function_name = handler.partition(":")
     if not module_name or not function_name:
         raise HandlerError(f"handler {handler!r} must look like 'module:function'")
-    if source_dir is not None and str(source_dir) not in sys.path:
-        sys.path.insert(0, str(source_dir))
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise HandlerError(
-                f"cannot find module {module_name!r} for handler {handler!r}"
-                + (f" in {source_dir}" if source_dir else "")
-            ) from None
-        raise HandlerError(f"importing {module_name!r} failed: {_describe(exc)}") from None
-    except BaseException as exc:  # user code: any failure is reported, none kills the platform
-        raise HandlerError(f"importing {module_name!r} failed: {_describe(exc)}") from None
+    module = import_handler_module(handler, source_dir)
     function = getattr(module, function_name, None)
     if not callable(function):
         found = sorted(
@@ -74,6 +63,25 @@ def load_handler(handler: str, source_dir: Path | None) -> LoadedHandler:
         init_context=init if callable(init) else None,
         module_file=str(getattr(module, "__file__", "")),
     )
+
+
+def import_handler_module(handler: str, source_dir: Path | None) -> ModuleType:
+    """The module of ``module:name``, looking in ``source_dir`` first; HandlerError says why
+    it cannot be imported."""
+    module_name = handler.partition(":")[0]
+    if source_dir is not None and str(source_dir) not in sys.path:
+        sys.path.insert(0, str(source_dir))
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise HandlerError(
+                f"cannot find module {module_name!r} for handler {handler!r}"
+                + (f" in {source_dir}" if source_dir else "")
+            ) from None
+        raise HandlerError(f"importing {module_name!r} failed: {_describe(exc)}") from None
+    except BaseException as exc:  # user code: any failure is reported, none kills the platform
+        raise HandlerError(f"importing {module_name!r} failed: {_describe(exc)}") from None
 
 
 async def run_init_context(loaded: LoadedHandler, context: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from nuclio_sdk import Event
 
-from sluice.errors import ArtifactError
+from sluice.errors import ArtifactError, HandlerError
 from sluice.outputs import Reply
 
 from .batcher import Batcher
@@ -71,7 +71,8 @@ class ModelLoader:
 
     def __init__(self, settings: dict[str, Any], artifacts: str, cache_dir: Path,
                  gpus: int = 0, metrics: bool = False,
-                 log: Callable[..., None] | None = None) -> None:
+                 log: Callable[..., None] | None = None, handler: str | None = None,
+                 source_dir: Path | None = None) -> None:
         from .registry import ModelRegistry, open_store
 
         self.settings = settings
@@ -80,6 +81,31 @@ class ModelLoader:
         self.gpus = gpus
         self.metrics = metrics
         self.log = log or (lambda *args, **fields: None)
+        self.kserve_class = self._kserve_class(handler, source_dir)
+        self.backend = "kserve" if self.kserve_class else settings.get("backend") or "torch"
+
+    def _kserve_class(self, handler: str | None, source_dir: Path | None) -> type | None:
+        """The handler file's kserve.Model subclass: a function with handler code serves it
+        (unless the spec names another backend)."""
+        backend = self.settings.get("backend")
+        module_name, _, class_name = (handler or "").partition(":")
+        has_code = source_dir is not None and module_name != "" and (
+            (source_dir / f"{module_name}.py").is_file() or (source_dir / module_name).is_dir())
+        if backend not in (None, "kserve") or not has_code:
+            if backend == "kserve":
+                raise HandlerError("backend kserve serves the kserve.Model subclass of the "
+                                   "function's handler file, and this function has none: "
+                                   "deploy it from the file (sluice deploy serve.py ...)")
+            return None
+        from sluice.handler import import_handler_module
+
+        from .kserve_backend import find_model_class, import_kserve
+
+        import_kserve()  # before the handler's own `import kserve` (it reads sys.argv)
+        module = import_handler_module(str(handler), source_dir)
+        if class_name == "handler" and not hasattr(module, "handler"):
+            class_name = ""  # the default handler name: the module's one Model subclass
+        return find_model_class(module, class_name or None)
 
     def signature(self, record: Any) -> tuple[list[Tensor], list[Tensor]]:
         """The spec's inputs and outputs, else those pushed with the version."""
@@ -99,9 +125,14 @@ class ModelLoader:
         inputs, outputs = self.signature(record)
         path = self.registry.fetch(record, self.cache_dir)
         name, version = record.name, str(record.version)
-        backend = self.settings.get("backend") or "torch"
+        backend = self.backend
         model: Any
-        if backend == "triton":
+        if self.kserve_class is not None:
+            from .kserve_backend import KServeModel
+
+            model = KServeModel.load(self.kserve_class, path, name=name,
+                                     outputs=[t.name for t in outputs])
+        elif backend == "triton":
             from .triton_backend import local_backend
 
             model = local_backend(path, name, version, inputs, outputs,
@@ -193,10 +224,13 @@ def _tensors(specs: list[dict[str, Any]]) -> list[Tensor]:
 
 def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
                  gpus: int = 0, metrics: bool = False,
-                 log: Callable[..., None] | None = None) -> ServingRunner:
+                 log: Callable[..., None] | None = None, handler: str | None = None,
+                 source_dir: Path | None = None) -> ServingRunner:
     """The runner for ``spec.serving`` (a dict): resolve, fetch, load, batch; and, in the
-    background, follow the reference to new versions."""
-    loader = ModelLoader(settings, artifacts, cache_dir, gpus, metrics, log)
+    background, follow the reference to new versions. ``handler`` and ``source_dir``: the
+    function's handler code, whose kserve.Model subclass is then the model."""
+    loader = ModelLoader(settings, artifacts, cache_dir, gpus, metrics, log, handler,
+                         source_dir)
     if settings.get("triton_url"):  # the model lives on that server: nothing to follow
         return ServingRunner(Endpoints([loader.build_remote()]))
     served = loader.build(loader.registry.resolve(settings["model"]))
@@ -206,5 +240,5 @@ def load_serving(settings: dict[str, Any], artifacts: str, cache_dir: Path,
     return runner
 
 
-_PLATFORMS = {"torch": "pytorch"}  # the model metadata's "platform", by backend
+_PLATFORMS = {"torch": "pytorch", "kserve": "kserve"}  # the model metadata's "platform", by backend
 _STREAMS = ("kafka-cluster", "kafka")  # trigger kinds whose events are messages to score

@@ -208,7 +208,9 @@ def _serving_runner(config: WorkerConfig, log: Any) -> Any:
         return None
     try:
         return load_serving(config.serving, config.artifacts, Path(config.model_cache),
-                            config.gpus, metrics=config.metrics_dir is not None, log=log)
+                            config.gpus, metrics=config.metrics_dir is not None, log=log,
+                            handler=config.handler,
+                            source_dir=Path(config.source_dir) if config.source_dir else None)
     except (SluiceError, OSError, RuntimeError) as exc:
         _control(config, event="failed", error=f"model {config.serving.get('model')!r} could "
                  f"not be served: {exc}")

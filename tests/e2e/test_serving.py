@@ -206,3 +206,81 @@ def test_kafka_messages_are_scored_through_the_same_batcher(daemon: Daemon, tmp_
     total = float(next(line.split()[-1] for line in page.splitlines()
                        if line.startswith('sluice_batch_size_sum{model="fraud"')))
     assert total == 300 and count < 300
+
+
+KSERVE_MODEL = '''
+import kserve
+import numpy as np
+import torch
+
+
+class Fraud(kserve.Model):
+    def __init__(self, name):
+        super().__init__(name)
+        self.ready = False
+
+    def load(self):
+        self.module = torch.load(self.model_path, weights_only=False)
+        self.ready = True
+
+    def preprocess(self, payload, headers=None):
+        return torch.from_numpy(payload.inputs[0].as_numpy())
+
+    def predict(self, x, headers=None):
+        with torch.inference_mode():
+            return {"scores": self.module(x).numpy(), "rows": np.full(len(x), len(x))}
+'''
+
+
+def test_a_kserve_model_in_the_handler_file_is_the_model(daemon: Daemon, tmp_path):
+    import tritonclient.http as triton_http
+
+    module = mlp()
+    torch.save(module, tmp_path / "model.pt")
+    daemon.cli("models", "push", "fraud", str(tmp_path / "model.pt"),
+               "--inputs", "x:FP32:64", "--outputs", "scores:FP32:8")
+    daemon.cli("models", "alias", "fraud", "production", "1")
+    (tmp_path / "serve.py").write_text(KSERVE_MODEL)
+    deployed = json.loads(daemon.cli(
+        "deploy", str(tmp_path / "serve.py"), "--name", "fraud", "--model", "fraud@production",
+        "--batching", "max_batch=64,latency_ms=50", "-o", "json").stdout)
+    endpoint = deployed["status"]["endpoint"]
+    client = triton_http.InferenceServerClient(endpoint.removeprefix("http://"))
+    assert client.get_model_metadata("fraud")["platform"] == "kserve"
+
+    rows = np.random.default_rng(6).standard_normal((24, 64)).astype(np.float32)
+
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(rows)).numpy()
+    x = triton_http.InferInput("x", [2, 64], "FP32")
+    x.set_data_from_numpy(rows[:2], binary_data=True)  # tritonclient's binary tensors
+    np.testing.assert_allclose(client.infer("fraud", [x]).as_numpy("scores"), expected[:2],
+                               rtol=1e-4, atol=1e-5)
+
+    def infer(row: np.ndarray) -> list[float]:  # concurrent callers (tritonclient's gevent
+        response = httpx.post(f"{endpoint}/v2/models/fraud/infer", json={  # pool is not
+            "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",  # thread-safe)
+                        "data": row.tolist()}]}, timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()["outputs"][0]["data"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = np.array(list(pool.map(infer, rows)))
+    np.testing.assert_allclose(answers, expected, rtol=1e-4, atol=1e-5)
+    # the requests reached predict together: some batches held several of them
+    page = httpx.get(f"{endpoint}/metrics").text
+    count = float(next(line.split()[-1] for line in page.splitlines()
+                       if line.startswith('sluice_batch_size_count{model="fraud"')))
+    assert count < 25  # 24 single rows and one of two, in fewer batches than requests
+
+
+def test_a_kserve_model_that_fails_to_load_fails_the_deploy(daemon: Daemon, tmp_path):
+    torch.save(mlp(), tmp_path / "model.pt")
+    daemon.cli("models", "push", "fraud", str(tmp_path / "model.pt"),
+               "--inputs", "x:FP32:64", "--outputs", "scores:FP32:8")
+    (tmp_path / "serve.py").write_text(KSERVE_MODEL.replace(
+        "self.module = torch.load", "raise RuntimeError('no weights for you'); torch.load"))
+    result = daemon.cli("deploy", str(tmp_path / "serve.py"), "--model", "fraud:1",
+                        check=False)
+    assert result.returncode == 1
+    assert "no weights for you" in result.stderr
