@@ -10,7 +10,8 @@ The rules, for one free model slot:
    datatypes) of the most urgent one; a request's own batch dimension counts toward the cap.
 3. The batch is the longest such prefix that still finishes before its earliest deadline by
    the service-time estimate. A request that cannot finish in time even alone is rejected at
-   once: the queue never fills with work that is already late.
+   once: the queue never fills with work that is already late. (Unless the estimate is
+   stale, see :class:`ServiceTimes`: then it runs, as a probe that refreshes the estimate.)
 4. With every request of the group taken and room left, the policy waits for one more
    arrival only when that lowers the mean latency (one step of look-ahead, below) and the
    deadline still holds; an idle model at low load never waits.
@@ -94,14 +95,23 @@ class ServiceTimes:
 
     Sizes are kept in power-of-two buckets, each a window of the latest ``window`` samples;
     the estimate for a size interpolates between the nearest observed buckets and never
-    decreases with size (a larger batch is never assumed faster)."""
+    decreases with size (a larger batch is never assumed faster).
 
-    def __init__(self, quantile: float = 0.9, window: int = 64, default: float = 0.0) -> None:
+    Estimates can go stale: a model that looked too slow gets no work, so no sample would ever
+    correct it. After ``stale_after`` seconds without a sample, :meth:`stale` is true (the
+    policy then lets a request through as a probe instead of rejecting it), and a bucket's
+    next sample replaces the old ones instead of joining them."""
+
+    def __init__(self, quantile: float = 0.9, window: int = 64, default: float = 0.0,
+                 stale_after: float = 0.25) -> None:
         if not 0 < quantile <= 1:
             raise ValueError(f"quantile must be in (0, 1], got {quantile}")
         self.quantile = quantile
         self.window = window
         self.default = default  # before any sample: 0 dispatches at once and learns
+        self.stale_after = stale_after
+        self.last_sample: float | None = None  # the clock reading of the latest sample
+        self._bucket_last: dict[int, float] = {}
         self._samples: dict[int, deque[float]] = {}
         # the monotone curve (sizes, seconds), rebuilt on the first estimate after a sample:
         # estimates are asked for far more often (every arrival, every prefix) than samples come
@@ -111,10 +121,21 @@ class ServiceTimes:
     def bucket(rows: int) -> int:
         return 1 << max(0, math.ceil(math.log2(max(1, rows))))
 
-    def observe(self, rows: int, seconds: float) -> None:
-        samples = self._samples.setdefault(self.bucket(rows), deque(maxlen=self.window))
+    def observe(self, rows: int, seconds: float, at: float | None = None) -> None:
+        """A batch of ``rows`` took ``seconds``; ``at``: the clock reading (for staleness)."""
+        bucket = self.bucket(rows)
+        samples = self._samples.setdefault(bucket, deque(maxlen=self.window))
+        if at is not None:
+            if at - self._bucket_last.get(bucket, at) > self.stale_after:
+                samples.clear()  # what it says now, not what it said before a quiet spell
+            self._bucket_last[bucket] = at
+            self.last_sample = at
         samples.append(max(0.0, seconds))
         self._curve = None
+
+    def stale(self, now: float) -> bool:
+        """No sample for ``stale_after`` seconds (never, if none was timed with a clock)."""
+        return self.last_sample is not None and now - self.last_sample > self.stale_after
 
     def _at(self, bucket: int) -> float:
         ordered = sorted(self._samples[bucket])
@@ -164,7 +185,8 @@ class BatchPolicy:
             return (f"the request has {rows} rows along the batch axis; this model takes at "
                     f"most {self.max_batch} per batch")
         needed = times.estimate(rows)
-        if now + backlog + needed > deadline:
+        if now + backlog + needed > deadline and not (backlog == 0 and times.stale(now)):
+            # (with nothing ahead and no recent sample, it goes through as a probe)
             return (f"it cannot be served within its deadline: about {backlog * 1000:.1f} ms "
                     f"of work is queued ahead and it takes about {needed * 1000:.1f} ms itself")
         return None
@@ -182,7 +204,7 @@ class BatchPolicy:
             return Reject(tuple(p.id for p in expired),
                           "its deadline passed while it waited in the queue")
         urgent = queue[0]
-        if now + times.estimate(urgent.rows) > urgent.deadline:
+        if now + times.estimate(urgent.rows) > urgent.deadline and not times.stale(now):
             return Reject((urgent.id,), "it can no longer finish within its deadline, even "
                           "alone")
         taken: list[int] = []
@@ -191,7 +213,8 @@ class BatchPolicy:
         for pending in queue:
             if pending.key != urgent.key:
                 continue
-            if rows + pending.rows > self.max_batch or \
+            # (the urgent one itself always goes: it passed the check above, or is a probe)
+            if rows + pending.rows > self.max_batch or taken and \
                     now + times.estimate(rows + pending.rows) > urgent.deadline:
                 complete = False
                 break

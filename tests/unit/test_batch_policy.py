@@ -128,6 +128,22 @@ def test_service_times_use_an_upper_quantile_of_recent_samples():
     assert est.estimate(4) == 0.002  # the old outlier left the window
 
 
+def test_a_stale_estimate_lets_a_probe_through_and_its_sample_replaces_the_old_ones():
+    est = ServiceTimes(stale_after=0.25)
+    for _ in range(10):
+        est.observe(1, 0.030, at=1.0)  # once too slow for a 20 ms objective
+    policy = BatchPolicy()
+    assert policy.admit(1.1, 1, 1.12, 0.0, est) is not None  # fresh: rejected
+    assert isinstance(policy.decide(1.1, [Pending(0, 1, 1.12, "x")], est, math.inf), Reject)
+    # a quarter second with no sample (everything was rejected): the next one is a probe
+    assert est.stale(1.3)
+    assert policy.admit(1.3, 1, 1.32, 0.0, est) is None
+    assert policy.admit(1.3, 1, 1.32, 0.005, est) is not None  # not with work queued ahead
+    assert isinstance(policy.decide(1.3, [Pending(0, 1, 1.32, "x")], est, math.inf), Dispatch)
+    est.observe(1, 0.001, at=1.301)  # the probe was fast: that is the estimate now
+    assert est.estimate(1) == 0.001 and not est.stale(1.31)
+
+
 def test_arrival_rate_tracks_gaps_and_forgets_a_quiet_spell():
     rate = ArrivalRate(alpha=0.5)
     assert rate.expected_gap(0.0) == math.inf
