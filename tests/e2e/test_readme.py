@@ -182,3 +182,16 @@ def test_serving_tour_works_as_written(daemon: Daemon, tmp_path, monkeypatch):
                 assert json.loads(result.stdout)["inputs"][0]["shape"] == [-1, 64]
         ran += 1
     assert ran == 6
+
+    # the next block: a pushed signature instead of a spec, and the kserve.Model example
+    for raw in code_blocks("sh")[7].strip().splitlines():
+        args = shlex.split(raw.split("  #")[0].strip())
+        daemon.cli(*[str(tmp_path / a) if a == "mlp.pt" else a for a in args[1:]])
+    body = str(ROOT / "examples/serving/request.json")
+    for name in ("scorer", "mlp-kserve"):
+        result = daemon.cli("invoke", name, "--path", "/v2/models/mlp/infer", "--body",
+                            f"@{body}")
+        [out] = json.loads(result.stdout)["outputs"]
+        assert out["shape"] == [1, 8]
+        if name == "mlp-kserve":  # the example's predict answers probabilities
+            assert abs(sum(out["data"]) - 1) < 1e-5 and min(out["data"]) >= 0
