@@ -70,6 +70,9 @@ class _Item:
 def batch_key(inputs: Tensors) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     """Requests batch together only when every input agrees in name, datatype and the shape
     after the batch axis."""
+    if len(inputs) == 1:  # the common case, without the sort
+        for name, array in inputs.items():
+            return ((name, array.dtype.str, array.shape[1:]),)
     return tuple(sorted((name, array.dtype.str, tuple(array.shape[1:]))
                         for name, array in inputs.items()))
 
