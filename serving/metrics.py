@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sluice.tally import SHARED
+
 from .batcher import BatchStats
 
 _TIMES = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
@@ -44,7 +46,8 @@ def _families(registry: Any) -> dict[str, Any]:
 
 
 class ServingMetrics:
-    """Instruments for one served model version (label children made once, off the hot path)."""
+    """Instruments for one served model version (label children made once, off the hot path;
+    updates go through the worker's tally, sluice.tally)."""
 
     def __init__(self, model: str, version: str, registry: Any = None) -> None:
         from prometheus_client import REGISTRY
@@ -60,14 +63,14 @@ class ServingMetrics:
         self._by_status: dict[int, Any] = {}
 
     def on_batch(self, stats: BatchStats, queued: int = 0) -> None:
-        self.batch_size.observe(stats.rows)
-        self.compute.observe(stats.compute)
+        SHARED.observe(self.batch_size, stats.rows)
+        SHARED.observe(self.compute, stats.compute)
         for wait in stats.waits:
-            self.queue_wait.observe(wait)
+            SHARED.observe(self.queue_wait, wait)
         self.queued.set(queued)
 
     def count(self, status: int) -> None:
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status[status] = self._requests.labels(*self._labels, str(status))
-        child.inc()
+        SHARED.inc(child)

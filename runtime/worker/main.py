@@ -81,6 +81,7 @@ def _listening_socket(config: WorkerConfig) -> socket.socket:
 async def serve(config: WorkerConfig) -> int:
     from sluice.errors import HandlerError
     from sluice.handler import load_handler, run_init_context
+    from sluice.tally import SHARED
 
     from .context import make_context
     from .runner import Runner
@@ -146,6 +147,7 @@ async def serve(config: WorkerConfig) -> int:
     # out of the collector's sight, a full collection stays a few ms instead of tens (seen:
     # 55 ms pauses with torch loaded, each one dropping a batch's worth of deadlines)
     gc.freeze()
+    SHARED.every(0.5)  # metrics gathered in process, written out (sluice.tally)
     _control(config, event="ready", pid=os.getpid(), worker=config.worker_id)
     await stop.wait()
 
@@ -159,6 +161,7 @@ async def serve(config: WorkerConfig) -> int:
     if config.serving is not None:  # close the models (and a Triton server the worker started)
         await runner.aclose()
     _callback(context, "termination", log)
+    SHARED.stop()
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
 
+from sluice.tally import SHARED
 from sluice.triggers.http.server import RequestMetrics
 
 
@@ -15,6 +16,7 @@ class WorkerMetrics:
                 ["function"]).labels(function).inc()
 
     def page(self) -> bytes:
+        SHARED.flush()  # this worker's latest counts; the others' are at most 0.5 s old
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)

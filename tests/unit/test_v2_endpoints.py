@@ -13,6 +13,7 @@ import sluice.serving.endpoints
 from sluice.serving import Batcher, ServiceTimes
 from sluice.serving.endpoints import Endpoints, ServedModel
 from sluice.serving.triton_config import Tensor
+from sluice.tally import SHARED
 
 
 def test_doctest():
@@ -160,6 +161,8 @@ def test_metrics_count_batches_waits_and_requests_by_status():
                                        count=metrics.count)])
     assert call(endpoints, "POST", "/v2/models/affine/infer", infer_body([[1] * 4] * 3))[0] == 200
     assert call(endpoints, "POST", "/v2/models/affine/infer", infer_body([[1] * 3]))[0] == 400
+    assert 'status="200",version="3"} 1.0' not in generate_latest(registry).decode()
+    SHARED.flush()  # counts are held in process until the worker's tally writes them
     page = generate_latest(registry).decode()
     labels = 'model="affine",version="3"'
     assert 'sluice_inference_requests_total{model="affine",status="200",version="3"} 1.0' in page

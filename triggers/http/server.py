@@ -12,6 +12,7 @@ from typing import Any
 from nuclio_sdk import Event, TriggerInfo
 
 from sluice.outputs import Reply, error_reply
+from sluice.tally import SHARED
 
 from ..base import EventRunner
 from .events import BadRequest, make_event
@@ -36,7 +37,8 @@ class HttpLimits:
 
 
 class RequestMetrics:
-    """Prometheus instruments for one trigger, with label children cached off the hot path."""
+    """Prometheus instruments for one trigger, with label children cached off the hot path;
+    updates go through the worker's tally (sluice.tally), written out every half second."""
 
     def __init__(self, function: str, trigger: str) -> None:
         from prometheus_client import Counter, Gauge, Histogram
@@ -67,7 +69,16 @@ class RequestMetrics:
         child = self._by_status.get(status)
         if child is None:
             child = self._by_status[status] = self._invocations.labels(*self._labels, str(status))
-        child.inc()
+        SHARED.inc(child)
+
+    def entered(self) -> None:
+        SHARED.inc(self.inflight)
+
+    def left(self) -> None:
+        SHARED.inc(self.inflight, -1)
+
+    def took(self, seconds: float) -> None:
+        SHARED.observe(self.latency, seconds)
 
 
 class HttpServer:
@@ -159,12 +170,12 @@ class HttpServer:
             return
         self.inflight += 1
         if self.metrics:
-            self.metrics.inflight.inc()
+            self.metrics.entered()
         runner.busy_fd = conn.fd
         reply = runner.run(event)
         self.inflight -= 1
         if self.metrics:
-            self.metrics.inflight.dec()
+            self.metrics.left()
         self._respond(conn, request, reply)
 
     def _enter(self, conn: HttpConnection) -> None:
@@ -172,12 +183,12 @@ class HttpServer:
         self.inflight += 1
         self._idle.clear()
         if self.metrics:
-            self.metrics.inflight.inc()
+            self.metrics.entered()
 
     def _leave(self) -> None:
         self.inflight -= 1
         if self.metrics:
-            self.metrics.inflight.dec()
+            self.metrics.left()
         if self.inflight == 0:
             self._idle.set()
 
@@ -210,7 +221,7 @@ class HttpServer:
         metrics = self.metrics
         if metrics is not None:
             metrics.count(reply.status)
-            metrics.latency.observe(self.loop.time() - request.started)
+            metrics.took(self.loop.time() - request.started)
 
     # -- Nuclio's HTTP batching mode ----------------------------------------------------------
     def _add_to_batch(self, conn: HttpConnection, request: Request, event: Event) -> None:
