@@ -193,12 +193,12 @@ class HttpServer:
             self._idle.set()
 
     async def _run_async(self, conn: HttpConnection, request: Request, event: Event) -> None:
-        reply = error_reply(503, "the worker is stopping; retry")
         try:
             reply = await self.runner.run_async(event)
         except BaseException as exc:  # the connection must get an answer whatever happened
-            if not isinstance(exc, asyncio.CancelledError):
-                reply = error_reply(500, f"internal error: {type(exc).__name__}: {exc}")
+            reply = error_reply(503, "the worker is stopping; retry") if isinstance(
+                exc, asyncio.CancelledError) else error_reply(
+                500, f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
             self._leave()
