@@ -34,10 +34,12 @@ test: $(STAMP) $(TRITON_STAMP)  ## lint, type-check and run the whole suite
 	$(VENV)/bin/mypy runtime triggers serving
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## HTTP overhead, cold-start and cron/run-start benchmarks (needs wrk)
+bench: $(STAMP) $(TRITON_STAMP)  ## HTTP overhead, cold start, cron, model-serving batching (needs wrk)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/http_overhead.py
 	$(PY) bench/cold_start.py
 	$(PY) bench/cron_accuracy.py
+	$(PY) bench/serving_batching.py
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) build *.egg-info

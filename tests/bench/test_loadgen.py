@@ -226,7 +226,8 @@ def test_sustainable_rate_ramps_until_a_failure_then_bisects(
     def probe(rate: float) -> loadgen.LoadResult:
         return fake_result(p99_ms=10.0 if rate <= capacity else 200.0)
 
-    found = loadgen.sustainable_rate(probe, start=1000, ramp_probes=3 if capacity > 10**6 else 12)
+    found = loadgen.sustainable_rate(probe, start=1000, ramp_probes=3 if capacity > 10**6 else 12,
+                                     confirm_failures=False)
 
     assert [rate for rate, _ in found.probes] == rates
     assert found.rate == best
@@ -241,9 +242,23 @@ def test_sustainable_rate_probes_again_when_the_generator_fell_behind() -> None:
         return {**fake_result(p99_ms=10.0 if rate <= 2000 else 200.0),
                 "generator_behind": behind}
 
-    found = loadgen.sustainable_rate(probe, start=1000, bisect_probes=0)
+    found = loadgen.sustainable_rate(probe, start=1000, bisect_probes=0, confirm_failures=False)
 
     assert [rate for rate, _ in found.probes] == [1000, 1500, 1500, 2250]
+    assert found.rate == 1500
+
+
+def test_a_failed_probe_is_confirmed_before_the_rate_counts_as_failed() -> None:
+    calls: Counter[float] = Counter()
+
+    def probe(rate: float) -> loadgen.LoadResult:
+        calls[rate] += 1
+        stalled = rate == 1500 and calls[rate] == 1  # the machine stalled during one probe
+        return fake_result(p99_ms=200.0 if stalled or rate > 2000 else 10.0)
+
+    found = loadgen.sustainable_rate(probe, start=1000, bisect_probes=0)
+
+    assert [rate for rate, _ in found.probes] == [1000, 1500, 1500, 2250, 2250]
     assert found.rate == 1500
 
 
