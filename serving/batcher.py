@@ -117,7 +117,7 @@ class Batcher:
         self.policy = policy or BatchPolicy()
         self.latency = latency
         self.max_inflight = max_inflight
-        self.times = times or ServiceTimes()
+        self.times = times or ServiceTimes(skip_first=True)
         self.clock = clock
         self.on_batch = on_batch
         self._queue: list[_Item] = []  # in deadline order

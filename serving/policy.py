@@ -103,13 +103,16 @@ class ServiceTimes:
     next sample replaces the old ones instead of joining them."""
 
     def __init__(self, quantile: float = 0.9, window: int = 64, default: float = 0.0,
-                 stale_after: float = 0.25) -> None:
+                 stale_after: float = 0.25, skip_first: bool = False) -> None:
         if not 0 < quantile <= 1:
             raise ValueError(f"quantile must be in (0, 1], got {quantile}")
         self.quantile = quantile
         self.window = window
         self.default = default  # before any sample: 0 dispatches at once and learns
         self.stale_after = stale_after
+        # the first batch of each size is a warm-up (lazy initialisation, cold caches; a
+        # Triton Python backend's first call took 730 ms for a 1 ms model): not learned
+        self._warmed: set[int] | None = set() if skip_first else None  # buckets seen once
         self.last_sample: float | None = None  # the clock reading of the latest sample
         self._bucket_last: dict[int, float] = {}
         self._samples: dict[int, deque[float]] = {}
@@ -124,6 +127,11 @@ class ServiceTimes:
     def observe(self, rows: int, seconds: float, at: float | None = None) -> None:
         """A batch of ``rows`` took ``seconds``; ``at``: the clock reading (for staleness)."""
         bucket = self.bucket(rows)
+        if self._warmed is not None and bucket not in self._warmed:
+            self._warmed.add(bucket)
+            if at is not None:
+                self.last_sample = at
+            return
         samples = self._samples.setdefault(bucket, deque(maxlen=self.window))
         if at is not None:
             if at - self._bucket_last.get(bucket, at) > self.stale_after:

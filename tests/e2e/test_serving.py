@@ -240,10 +240,16 @@ def test_a_kserve_model_in_the_handler_file_is_the_model(daemon: Daemon, tmp_pat
     daemon.cli("models", "push", "fraud", str(tmp_path / "model.pt"),
                "--inputs", "x:FP32:64", "--outputs", "scores:FP32:8")
     daemon.cli("models", "alias", "fraud", "production", "1")
-    (tmp_path / "serve.py").write_text(KSERVE_MODEL)
+    # predict takes 20 ms, so that concurrent callers queue behind a batch and share the next
+    slow = KSERVE_MODEL.replace(
+        "        with torch.inference_mode():\n            return {",
+        "        __import__('time').sleep(0.02)\n        with torch.inference_mode():\n"
+        "            return {")
+    assert slow != KSERVE_MODEL
+    (tmp_path / "serve.py").write_text(slow)
     deployed = json.loads(daemon.cli(
         "deploy", str(tmp_path / "serve.py"), "--name", "fraud", "--model", "fraud@production",
-        "--batching", "max_batch=64,latency_ms=50", "-o", "json").stdout)
+        "--batching", "max_batch=64,latency_ms=2000", "-o", "json").stdout)
     endpoint = deployed["status"]["endpoint"]
     client = triton_http.InferenceServerClient(endpoint.removeprefix("http://"))
     assert client.get_model_metadata("fraud")["platform"] == "kserve"

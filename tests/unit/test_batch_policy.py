@@ -151,3 +151,12 @@ def test_arrival_rate_tracks_gaps_and_forgets_a_quiet_spell():
         rate.arrived(t)
     assert rate.expected_gap(0.003) == pytest.approx(0.001)
     assert rate.expected_gap(1.0) == math.inf  # nobody for a long while: do not wait
+
+
+def test_the_first_batch_of_each_size_is_a_warm_up_and_not_learned():
+    est = ServiceTimes(skip_first=True)
+    est.observe(1, 0.730, at=0.0)  # a cold first call
+    assert est.estimate(1) == 0.0 and not est.stale(0.1)  # not learned, but it counts as news
+    est.observe(1, 0.001, at=0.1)
+    est.observe(64, 0.500, at=0.2)  # the first of its size too
+    assert est.estimate(1) == 0.001 and est.estimate(64) == 0.001 * 64
