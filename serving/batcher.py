@@ -239,6 +239,9 @@ class Batcher:
             items = [item for item in items if not item.future.done()]  # callers who left
             if not items:
                 continue
+            if getattr(self.run, "runs_inline", False):
+                self._run_inline(items, now)  # no task, no hop: it would block the loop anyway
+                continue
             rows = sum(item.rows for item in items)
             task = asyncio.create_task(self._run_batch(items, now))
             self._running[task] = now + self.times.estimate(rows)
@@ -265,8 +268,7 @@ class Batcher:
     async def _run_batch(self, items: list[_Item], started: float) -> None:
         rows = sum(item.rows for item in items)
         try:
-            batch = {name: np.concatenate([item.inputs[name] for item in items], axis=0)
-                     for name in items[0].inputs}
+            batch = _concatenate(items)
             began = self.clock()
             timed = getattr(self.run, "run_timed", None)
             if timed is not None:  # timed where it runs: the event loop's delays left out
@@ -274,19 +276,30 @@ class Batcher:
             else:
                 outputs = await self.run(batch)
                 compute = self.clock() - began
-            self.times.observe(rows, compute, at=self.clock())
-            self._deliver(items, outputs, rows)
-            if self.on_batch is not None:
-                self.on_batch(BatchStats(rows, len(items), compute,
-                                         tuple(started - item.arrived for item in items)))
+            self._finish(items, rows, outputs, compute, started)
         except Exception as exc:
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            _fail(items, exc)
         finally:
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             if self._wake is not None:
                 self._wake.set()
+
+    def _run_inline(self, items: list[_Item], started: float) -> None:
+        """A model that computes on the event loop's thread (``runs_inline``, with a sync
+        ``run_inline`` answering the outputs and the seconds taken): run it right here."""
+        try:
+            outputs, compute = self.run.run_inline(_concatenate(items))  # type: ignore[attr-defined]
+            self._finish(items, sum(item.rows for item in items), outputs, compute, started)
+        except Exception as exc:
+            _fail(items, exc)
+
+    def _finish(self, items: list[_Item], rows: int, outputs: Any, compute: float,
+                started: float) -> None:
+        self.times.observe(rows, compute, at=self.clock())
+        self._deliver(items, outputs, rows)
+        if self.on_batch is not None:
+            self.on_batch(BatchStats(rows, len(items), compute,
+                                     tuple(started - item.arrived for item in items)))
 
     @staticmethod
     def _deliver(items: list[_Item], outputs: Any, rows: int) -> None:
@@ -305,3 +318,16 @@ class Batcher:
                 item.future.set_result({name: array[offset:end]
                                         for name, array in outputs.items()})
             offset = end
+
+
+def _concatenate(items: list[_Item]) -> Tensors:
+    """One batch: the items' inputs joined on the batch axis, in fresh (writable) arrays: a
+    model may write to its inputs, and the callers' arrays are read-only."""
+    return {name: np.concatenate([item.inputs[name] for item in items], axis=0)
+            for name in items[0].inputs}
+
+
+def _fail(items: list[_Item], exc: Exception) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(exc)

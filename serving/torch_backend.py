@@ -139,10 +139,19 @@ class TorchModel:
         steps would queue for the GIL behind a busy event loop (up to the 5 ms switch
         interval each), which makes a 0.1 ms forward take tens of milliseconds under load. On
         a GPU it runs on its thread, so that the loop keeps serving while kernels run."""
-        if self.device == "cpu":
+        if self.runs_inline:
             return self._timed(inputs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._timed, inputs)
+
+    @property
+    def runs_inline(self) -> bool:
+        """On the CPU: the batcher then calls :meth:`run_inline` from its own step, with no
+        task or loop iteration between deciding a batch and computing it."""
+        return self.device == "cpu"
+
+    def run_inline(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        return self._timed(inputs)
 
     def _timed(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         began = time.perf_counter()

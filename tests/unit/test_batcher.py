@@ -252,3 +252,36 @@ def test_close_fails_what_is_still_queued():
             await second
 
     asyncio.run(main())
+
+
+def test_an_inline_model_is_run_from_the_dispatcher_and_still_batches():
+    class Inline:
+        runs_inline = True
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def run_inline(self, inputs):
+            self.batches.append(len(inputs["x"]))
+            if (inputs["x"] < 0).any():
+                raise ValueError("negative input")
+            inputs["x"] += 1  # a model may write to its batch: the callers' arrays are apart
+            return {"y": inputs["x"]}, 0.001
+
+        async def __call__(self, inputs):  # the batcher must not use it
+            raise AssertionError("an inline model is called through run_inline")
+
+    async def main():
+        model = Inline()
+        batcher = Batcher(model, latency=1.0)
+        arrays = [np.full((1, 2), float(i)) for i in range(5)]
+        outs = await asyncio.gather(*(batcher.submit({"x": a}) for a in arrays))
+        assert [o["y"][0, 0] for o in outs] == [1.0, 2.0, 3.0, 4.0, 5.0]
+        assert [a[0, 0] for a in arrays] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert model.batches == [5]  # submitted in one loop iteration: one batch
+        with pytest.raises(ValueError, match="negative input"):
+            await batcher.submit({"x": np.full((1, 2), -1.0)})
+        assert (await batcher.submit({"x": np.zeros((1, 2))}))["y"][0, 0] == 1.0
+        await batcher.close()
+
+    asyncio.run(main())
