@@ -159,11 +159,9 @@ class Endpoints:
         try:
             reply = await self._infer(model, headers, body)
         except Exception as exc:
-            if model.count is not None:
-                model.count(status_of(exc))
+            self._count(model, status_of(exc))
             raise
-        if model.count is not None:
-            model.count(200)
+        self._count(model, 200)
         return reply
 
     async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes,

@@ -13,7 +13,7 @@ is the ``run`` callable a :class:`~sluice.serving.Batcher` takes:
     (3, 1)
 
 Forward runs under ``torch.inference_mode()``: through the batcher, on the event loop's thread
-on the CPU and on a dedicated thread on a GPU (see :meth:`TorchModel.run_timed`). A module
+on the CPU and on a dedicated thread on a GPU (see :attr:`TorchModel.runs_inline`). A module
 with one input is called with that tensor; with several, with them as keyword arguments. A
 returned tensor is the first output name; a tuple or list maps in order; a dict keeps its
 names.
@@ -131,29 +131,24 @@ class TorchModel:
 
     async def run_timed(self, inputs: dict[str, np.ndarray]
                         ) -> tuple[dict[str, np.ndarray], float]:
-        """The outputs and the seconds the forward pass took (what the batcher learns service
-        times from: the event loop's own delays are not the model's).
-
-        On the CPU the forward runs right here, on the event loop's thread: torch's kernels
-        use the cores either way, and on a thread of its own each of a module's Python-level
-        steps would queue for the GIL behind a busy event loop (up to the 5 ms switch
-        interval each), which makes a 0.1 ms forward take tens of milliseconds under load. On
-        a GPU it runs on its thread, so that the loop keeps serving while kernels run."""
-        if self.runs_inline:
-            return self._timed(inputs)
+        """The outputs and the seconds the forward pass took on the model's thread (what the
+        batcher learns service times from: the event loop's own delays are not the model's).
+        The batcher uses this on a GPU, so that the loop keeps serving while kernels run."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._timed, inputs)
+        return await loop.run_in_executor(self._thread, self.run_inline, inputs)
 
     @property
     def runs_inline(self) -> bool:
-        """On the CPU: the batcher then calls :meth:`run_inline` from its own step, with no
-        task or loop iteration between deciding a batch and computing it."""
+        """On the CPU the batcher calls :meth:`run_inline` from its own step, on the event
+        loop's thread: torch's kernels use the cores either way, and on a thread of its own
+        each of a module's Python-level steps would queue for the GIL behind a busy event loop
+        (up to the 5 ms switch interval each), which makes a 0.1 ms forward take tens of
+        milliseconds under load."""
         return self.device == "cpu"
 
-    def run_inline(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        return self._timed(inputs)
-
-    def _timed(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    def run_inline(self, inputs: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, np.ndarray], float]:
+        """The outputs and the seconds the forward pass took, here and now."""
         began = time.perf_counter()
         outputs = self.predict(inputs)
         return outputs, time.perf_counter() - began
