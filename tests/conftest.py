@@ -148,3 +148,19 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield instance
     finally:
         instance.stop()
+
+
+def submit_concurrently(model: object, requests: list) -> list:
+    """Every request submitted at once to a Batcher over ``model`` (max batch 64, a 5 s
+    objective); their outputs, in order."""
+    import asyncio
+
+    from sluice.serving import Batcher, BatchPolicy
+
+    async def main() -> list:
+        batcher = Batcher(model, BatchPolicy(max_batch=64), latency=5.0)  # type: ignore[arg-type]
+        results = await asyncio.gather(*(batcher.submit({"x": x}) for x in requests))
+        await batcher.close()
+        return list(results)
+
+    return asyncio.run(main())

@@ -18,7 +18,6 @@ import pytest
 
 import sluice.serving.kserve_backend
 from sluice.errors import ArtifactError, HandlerError, InferenceError
-from sluice.serving import Batcher, BatchPolicy
 from sluice.serving.kserve_backend import (
     MODEL_PATH_ENV,
     KServeModel,
@@ -26,6 +25,7 @@ from sluice.serving.kserve_backend import (
     import_kserve,
 )
 from sluice.serving.registry import ModelRegistry, open_store
+from tests.conftest import submit_concurrently
 
 import_kserve()  # before any handler module's own `import kserve`
 
@@ -434,13 +434,7 @@ def test_through_the_batcher_each_concurrent_caller_gets_its_own_rows(tmp_path, 
                              outputs=["y", "row_sum"])
     requests = [RNG.standard_normal((1 + i % 3, 4)).astype(np.float32) for i in range(24)]
 
-    async def main():
-        batcher = Batcher(model, BatchPolicy(max_batch=64), latency=5.0)
-        results = await asyncio.gather(*(batcher.submit({"x": x}) for x in requests))
-        await batcher.close()
-        return results
-
-    results = asyncio.run(main())
+    results = submit_concurrently(model, requests)
     for x, got in zip(requests, results, strict=True):
         np.testing.assert_allclose(got["y"], x @ W + B, rtol=1e-5)
         np.testing.assert_allclose(got["row_sum"], x.sum(axis=1), rtol=1e-5)

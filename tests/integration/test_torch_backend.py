@@ -5,7 +5,6 @@ is tested as a table; a lent GPU machine runs the rest)."""
 
 from __future__ import annotations
 
-import asyncio
 import doctest
 import warnings
 
@@ -15,8 +14,8 @@ import torch
 
 import sluice.serving.torch_backend
 from sluice.errors import ArtifactError, InferenceError
-from sluice.serving import Batcher, BatchPolicy
 from sluice.serving.torch_backend import TorchModel, choose_device
+from tests.conftest import submit_concurrently
 
 
 def mlp() -> torch.nn.Module:
@@ -61,13 +60,7 @@ def test_batched_answers_equal_single_forwards(tmp_path, kind):
     rng = np.random.default_rng(1)
     requests = [rng.standard_normal((1, 64)).astype(np.float32) for _ in range(40)]
 
-    async def main():
-        batcher = Batcher(model, BatchPolicy(max_batch=64), latency=5.0)
-        results = await asyncio.gather(*(batcher.submit({"x": x}) for x in requests))
-        await batcher.close()
-        return results
-
-    results = asyncio.run(main())
+    results = submit_concurrently(model, requests)
     with torch.inference_mode():
         expected = [module(torch.from_numpy(x)).numpy() for x in requests]
     for got, want in zip(results, expected, strict=True):
