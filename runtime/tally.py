@@ -34,11 +34,16 @@ class Tally:
 
     def __init__(self) -> None:
         self._counts: dict[Any, float] = {}  # counter (or gauge) child -> amount to add
+        self._levels: dict[Any, float] = {}  # gauge child -> value to set
         self._observed: dict[Any, list[Any]] = {}  # histogram child -> [per-bucket, sum]
         self._timer: asyncio.TimerHandle | None = None
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
         self._counts[child] = self._counts.get(child, 0.0) + amount
+
+    def set(self, child: Any, value: float) -> None:
+        """A gauge's value, set at the next flush (the latest one wins)."""
+        self._levels[child] = value
 
     def observe(self, child: Any, value: float) -> None:
         held = self._observed.get(child)
@@ -52,6 +57,9 @@ class Tally:
         counts, self._counts = self._counts, {}
         for child, amount in counts.items():
             child.inc(amount)
+        levels, self._levels = self._levels, {}
+        for child, value in levels.items():
+            child.set(value)
         observed, self._observed = self._observed, {}
         for child, (buckets, total) in observed.items():
             child._sum.inc(total)

@@ -1,8 +1,11 @@
 """The adaptive batcher: concurrent requests merged along the batch axis, run once, split back.
 
-Every caller awaits its own future; one dispatcher task wakes on events (an arrival, a batch
-done, or the end of a wait the policy asked for) and never polls. What forms a batch is
-decided by :class:`~sluice.serving.policy.BatchPolicy`; the batcher only does the I/O:
+A caller awaits its result (:meth:`Batcher.submit`) or is called back with it
+(:meth:`Batcher.submit_nowait`, the HTTP trigger's path: no task and no future per request).
+The dispatcher is a callback on the event loop, scheduled by events (an arrival, a batch done,
+or the end of a wait the policy asked for) and never polling; a batch that arrives within one
+loop iteration is decided on once. What forms a batch is decided by
+:class:`~sluice.serving.policy.BatchPolicy`; the batcher only does the I/O:
 
     >>> import asyncio, numpy as np
     >>> async def double(inputs):
@@ -16,23 +19,24 @@ decided by :class:`~sluice.serving.policy.BatchPolicy`; the batcher only does th
     >>> asyncio.run(main())
     [[[0, 0]], [[2, 2]], [[4, 4]]]
 
-Errors reach callers through their futures (``set_exception``): a request that cannot meet
-its deadline gets :class:`~sluice.errors.OverloadedError` at once, a malformed one
+Errors reach callers as results: a request that cannot meet its deadline gets
+:class:`~sluice.errors.OverloadedError` at once, a malformed one
 :class:`~sluice.errors.InvalidTensorError`, and a model that raises gives every caller of
-that batch its exception. A caller that gives up (its task is cancelled) is dropped before
-the batch it would have joined is computed.
+that batch its exception. A caller that gives up (its awaiting task is cancelled) is dropped
+before the batch it would have joined is computed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import itertools
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -41,8 +45,12 @@ from sluice.errors import InferenceError, InvalidTensorError, OverloadedError
 
 from .policy import ArrivalRate, BatchPolicy, Dispatch, Reject, ServiceTimes, Wait
 
+log = logging.getLogger("sluice.serving")
+
 Tensors = dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Awaitable[Tensors]]
+# called once with a request's outputs, or with the exception that stands in for them
+Answer = Callable[[Tensors | BaseException], None]
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class BatchStats:
     waits: tuple[float, ...]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Item:
     id: int
     inputs: Tensors
@@ -64,7 +72,19 @@ class _Item:
     deadline: float
     key: Hashable
     arrived: float
-    future: asyncio.Future[Tensors] = field(repr=False)
+    answer: Answer = field(repr=False)
+    gone: Callable[[], bool] = field(repr=False)  # true once the caller stopped waiting
+    answered: bool = False
+
+    def give(self, result: Tensors | BaseException) -> None:
+        """Answer once; a failing answer callback is logged, never raised into the batch."""
+        if self.answered or self.gone():
+            return
+        self.answered = True
+        try:
+            self.answer(result)
+        except Exception:
+            log.exception("answering a request failed")
 
 
 def batch_key(inputs: Tensors) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
@@ -125,8 +145,9 @@ class Batcher:
         self._ids = itertools.count()
         self._rate = ArrivalRate()
         self._running: dict[asyncio.Task[None], float] = {}  # batch task -> expected end
-        self._wake: asyncio.Event | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled: asyncio.Handle | None = None  # the next dispatch step, soon
+        self._timer: asyncio.TimerHandle | None = None  # the end of a wait the policy asked for
         self._closed = False
 
     @property
@@ -139,6 +160,19 @@ class Batcher:
 
     async def submit(self, inputs: Tensors, timeout: float | None = None) -> Tensors:
         """This request's outputs, computed in a batch with others."""
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self._enqueue(inputs, timeout, partial(_settle, future), future.done)
+        return await future
+
+    def submit_nowait(self, inputs: Tensors, answer: Answer, timeout: float | None = None
+                      ) -> None:
+        """Queue a request; ``answer`` is called, on the event loop, with its outputs or the
+        exception in their place. A request refused at arrival (InvalidTensorError,
+        OverloadedError) raises here instead, before anything is queued."""
+        self._enqueue(inputs, timeout, answer, _never)
+
+    def _enqueue(self, inputs: Tensors, timeout: float | None, answer: Answer,
+                 gone: Callable[[], bool]) -> None:
         if self._closed:
             raise OverloadedError("the model is shutting down")
         rows = rows_of(inputs)
@@ -150,8 +184,7 @@ class Batcher:
             if rows > self.policy.max_batch:
                 raise InvalidTensorError(why)
             raise OverloadedError(f"request rejected: {why}")
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        item = _Item(next(self._ids), inputs, rows, deadline, key, now, future)
+        item = _Item(next(self._ids), inputs, rows, deadline, key, now, answer, gone)
         if not self._queue or self._queue[-1].deadline <= deadline:
             self._queue.append(item)  # the common case: one latency objective for all
         else:
@@ -159,7 +192,6 @@ class Batcher:
         self._queued_rows[key] = self._queued_rows.get(key, 0) + rows
         self._rate.arrived(now)
         self._poke()
-        return await future
 
     def _backlog(self, now: float, key: Hashable) -> float:
         """Seconds of work ahead of a new request of group ``key``, roughly."""
@@ -174,11 +206,12 @@ class Batcher:
         return wait + work / self.max_inflight
 
     def _poke(self) -> None:
-        if self._wake is None:
-            self._wake = asyncio.Event()
-        self._wake.set()
-        if not self._closed and (self._dispatcher is None or self._dispatcher.done()):
-            self._dispatcher = asyncio.create_task(self._dispatch_loop())
+        """Decide again soon: after the callbacks already due in this loop iteration (the
+        other requests that came in the same read), not before."""
+        if self._scheduled is None and not self._closed:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._scheduled = self._loop.call_soon(self._dispatch)
 
     async def drain(self) -> None:
         """Return once nothing is queued or running (new requests should be going elsewhere:
@@ -192,31 +225,32 @@ class Batcher:
     async def close(self) -> None:
         """Stop taking requests, let running batches finish, fail what is still queued."""
         self._closed = True
-        if self._dispatcher is not None:  # no new batch starts from here on
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+        for handle in (self._scheduled, self._timer):  # no new batch starts from here on
+            if handle is not None:
+                handle.cancel()
+        self._scheduled = self._timer = None
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_exception(OverloadedError("the model is shutting down"))
+        _fail(self._queue, OverloadedError("the model is shutting down"))
         self._queue.clear()
         self._queued_rows.clear()
 
     # -- dispatching -----------------------------------------------------------------------------
-    async def _dispatch_loop(self) -> None:
-        wake = self._wake
-        assert wake is not None
-        while True:
-            wake.clear()
-            timeout = self._step()
-            if timeout is not None and timeout <= 0:
-                continue
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
+    def _dispatch(self) -> None:
+        """One dispatch step, as a loop callback; sets a timer when the policy waits."""
+        self._scheduled = None
+        if self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        timeout = self._step()
+        if timeout is not None:
+            assert self._loop is not None
+            if timeout <= 0:
+                self._poke()
+            else:
+                self._timer = self._loop.call_later(timeout, self._poke)
 
     def _step(self) -> float | None:
         """Start what the policy says; the seconds to wait before deciding again (None: until
@@ -231,12 +265,10 @@ class Batcher:
                 return decision.until - now
             items = self._take(set(decision.ids))
             if isinstance(decision, Reject):
-                for item in items:
-                    item.future.set_exception(OverloadedError(f"request dropped: "
-                                                              f"{decision.reason}"))
+                _fail(items, OverloadedError(f"request dropped: {decision.reason}"))
                 continue
             assert isinstance(decision, Dispatch)
-            items = [item for item in items if not item.future.done()]  # callers who left
+            items = [item for item in items if not item.gone()]  # callers who left
             if not items:
                 continue
             if getattr(self.run, "runs_inline", False):
@@ -281,8 +313,7 @@ class Batcher:
             _fail(items, exc)
         finally:
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            if self._wake is not None:
-                self._wake.set()
+            self._poke()
 
     def _run_inline(self, items: list[_Item], started: float) -> None:
         """A model that computes on the event loop's thread (``runs_inline``, with a sync
@@ -314,9 +345,7 @@ class Batcher:
         offset = 0
         for item in items:
             end = offset + item.rows
-            if not item.future.done():  # its caller may have given up meanwhile
-                item.future.set_result({name: array[offset:end]
-                                        for name, array in outputs.items()})
+            item.give({name: array[offset:end] for name, array in outputs.items()})
             offset = end
 
 
@@ -327,7 +356,19 @@ def _concatenate(items: list[_Item]) -> Tensors:
             for name in items[0].inputs}
 
 
-def _fail(items: list[_Item], exc: Exception) -> None:
+def _fail(items: list[_Item], exc: BaseException) -> None:
     for item in items:
-        if not item.future.done():
-            item.future.set_exception(exc)
+        item.give(exc)
+
+
+def _settle(future: asyncio.Future[Tensors], result: Tensors | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _never() -> bool:
+    return False

@@ -27,6 +27,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -34,7 +35,7 @@ import orjson
 
 from sluice.errors import InferenceError, InvalidTensorError, NotFoundError, SluiceError
 
-from .batcher import Batcher
+from .batcher import Batcher, Tensors
 from .protocol import InferInput, InferRequest, decode_request, dtype_of, encode_response
 from .triton_config import Tensor
 
@@ -121,18 +122,54 @@ class Endpoints:
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes
                      ) -> Reply:
         """Answer one request; never raises."""
+        model = None
         try:
-            return await self._route(method.upper(), path.split("?", 1)[0], headers, body)
+            target = self._route(method.upper(), path.split("?", 1)[0])
+            if not isinstance(target, ServedModel):
+                return target
+            model = target
+            reply = await self._infer(model, headers, body)
         except Exception as exc:
-            status = status_of(exc)
-            if status == 500 and not isinstance(exc, SluiceError):
-                # the model's own failure: a 500 that says what, no traceback
-                log.exception("inference failed")
-                return _error(500, f"the model failed: {type(exc).__name__}: {exc}")
-            return _error(status, str(exc))
+            reply = _failure(exc)
+        if model is not None:
+            self._count(model, reply[0])
+        return reply
 
-    async def _route(self, method: str, path: str, headers: Mapping[str, str], body: bytes
-                     ) -> Reply:
+    def answer(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+               respond: Callable[[Reply], None]) -> None:
+        """:meth:`handle` with a callback instead of a coroutine: ``respond`` gets the reply
+        once, now or when the request's batch is done. The HTTP trigger's path: no task and
+        no future per request."""
+        model = None
+        try:
+            target = self._route(method.upper(), path.split("?", 1)[0])
+            if isinstance(target, ServedModel):
+                model = target
+                request = decode_request(body, headers)
+                model.check(request)
+                model.batcher.submit_nowait(request.tensors,
+                                            partial(self._answered, model, request, respond))
+                return
+            reply = target
+        except Exception as exc:
+            reply = _failure(exc)
+            if model is not None:
+                self._count(model, reply[0])
+        respond(reply)  # outside the try: a respond that raises must not be called twice
+
+    def _answered(self, model: ServedModel, request: InferRequest,
+                  respond: Callable[[Reply], None], result: Tensors | BaseException) -> None:
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            reply = _encode(model, request, result)
+        except Exception as exc:
+            reply = _failure(exc)
+        self._count(model, reply[0])
+        respond(reply)
+
+    def _route(self, method: str, path: str) -> Reply | ServedModel:
+        """The reply of a route that needs no model run, or the model an infer goes to."""
         if path in ("/v2", "/v2/"):
             _expect(method, "GET", path)
             return _json(200, {"name": self.server, "version": self.version,
@@ -156,23 +193,13 @@ class Endpoints:
             _expect(method, "GET", path)
             return _json(200 if model.ready else 503, {"name": model.name, "ready": model.ready})
         _expect(method, "POST", path)
-        try:
-            reply = await self._infer(model, headers, body)
-        except Exception as exc:
-            self._count(model, status_of(exc))
-            raise
-        self._count(model, 200)
-        return reply
+        return model
 
     async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes,
                      timeout: float | None = None) -> Reply:
         request = decode_request(body, headers)
         model.check(request)
-        produced = await model.batcher.submit(request.tensors, timeout)
-        outputs, binary = request.select_outputs(produced)
-        out, out_headers = encode_response(model.name, model.version, request.id, outputs,
-                                           binary)
-        return 200, out_headers, out
+        return _encode(model, request, await model.batcher.submit(request.tensors, timeout))
 
     async def score(self, payload: bytes | Mapping[str, Any], headers: Mapping[str, str]
                     ) -> Reply:
@@ -194,14 +221,11 @@ class Endpoints:
                     orjson.dumps(payload)
                 reply = await self._infer(model, headers, bytes(body), self.stream_timeout)
         except Exception as exc:
-            status = status_of(exc)
-            message = str(exc) if status != 500 or isinstance(exc, SluiceError) else \
-                f"the model failed: {type(exc).__name__}: {exc}"
-            if isinstance(exc, orjson.JSONDecodeError):
-                status, message = 400, f"the message is not JSON: {exc}"
+            reply = _error(400, f"the message is not JSON: {exc}") if isinstance(
+                exc, orjson.JSONDecodeError) else _failure(exc)
             if len(self.models) == 1:
-                self._count(next(iter(self.models.values())), status)
-            return _error(status, message)
+                self._count(next(iter(self.models.values())), reply[0])
+            return reply
         self._count(model, 200)
         return reply
 
@@ -249,6 +273,22 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, InferenceError | NotFoundError):
         return exc.http_status
     return 400 if isinstance(exc, SluiceError) else 500
+
+
+def _encode(model: ServedModel, request: InferRequest, produced: Tensors) -> Reply:
+    outputs, binary = request.select_outputs(produced)
+    out, headers = encode_response(model.name, model.version, request.id, outputs, binary)
+    return 200, headers, out
+
+
+def _failure(exc: BaseException) -> Reply:
+    """The error reply for what went wrong: its own status, or a 500 that says what the model
+    raised (logged with its traceback, which the client does not get)."""
+    status = status_of(exc)
+    if status == 500 and not isinstance(exc, SluiceError):
+        log.error("inference failed", exc_info=exc)
+        return _error(500, f"the model failed: {type(exc).__name__}: {exc}")
+    return _error(status, str(exc))
 
 
 def _expect(method: str, allowed: str, path: str) -> None:

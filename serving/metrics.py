@@ -67,7 +67,7 @@ class ServingMetrics:
         SHARED.observe(self.compute, stats.compute)
         for wait in stats.waits:
             SHARED.observe(self.queue_wait, wait)
-        self.queued.set(queued)
+        SHARED.set(self.queued, queued)
 
     def count(self, status: int) -> None:
         child = self._by_status.get(status)

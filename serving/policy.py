@@ -116,9 +116,12 @@ class ServiceTimes:
         self.last_sample: float | None = None  # the clock reading of the latest sample
         self._bucket_last: dict[int, float] = {}
         self._samples: dict[int, deque[float]] = {}
-        # the monotone curve (sizes, seconds), rebuilt on the first estimate after a sample:
-        # estimates are asked for far more often (every arrival, every prefix) than samples come
+        self._quantiles: dict[int, float] = {}  # per bucket, for those without new samples
+        # the monotone curve (sizes, seconds) and the estimates read from it, rebuilt on the
+        # first estimate after a sample: estimates are asked for several times per arrival,
+        # samples come once per batch
         self._curve: tuple[list[int], list[float]] | None = None
+        self._memo: dict[int, float] = {}
 
     @staticmethod
     def bucket(rows: int) -> int:
@@ -139,6 +142,7 @@ class ServiceTimes:
             self._bucket_last[bucket] = at
             self.last_sample = at
         samples.append(max(0.0, seconds))
+        self._quantiles.pop(bucket, None)
         self._curve = None
 
     def stale(self, now: float) -> bool:
@@ -146,10 +150,15 @@ class ServiceTimes:
         return self.last_sample is not None and now - self.last_sample > self.stale_after
 
     def _at(self, bucket: int) -> float:
-        ordered = sorted(self._samples[bucket])
-        return ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
+        known = self._quantiles.get(bucket)
+        if known is None:
+            ordered = sorted(self._samples[bucket])
+            known = self._quantiles[bucket] = ordered[min(len(ordered) - 1,
+                                                          int(self.quantile * len(ordered)))]
+        return known
 
     def _build(self) -> tuple[list[int], list[float]]:
+        self._memo.clear()
         sizes = sorted(self._samples)
         seconds = [self._at(b) for b in sizes]
         for i in range(1, len(seconds)):  # monotone: a bigger batch is never faster
@@ -157,10 +166,17 @@ class ServiceTimes:
         return sizes, seconds
 
     def estimate(self, rows: int) -> float:
-        if not self._samples:
-            return self.default
         if self._curve is None:
+            if not self._samples:
+                return self.default
             self._curve = self._build()
+        known = self._memo.get(rows)
+        if known is None:
+            known = self._memo[rows] = self._interpolate(rows)
+        return known
+
+    def _interpolate(self, rows: int) -> float:
+        assert self._curve is not None
         sizes, seconds = self._curve
         i = bisect.bisect_left(sizes, rows)
         if i < len(sizes) and sizes[i] == rows:

@@ -283,7 +283,9 @@ def encode_response(model_name: str, model_version: str | None, request_id: str 
 
 def _header_length(headers: Mapping[str, str], size: int) -> int:
     value = headers.get(HEADER_LENGTH)
-    if value is None:  # a plain dict is case-sensitive; HTTP header names are not
+    if value is None and type(headers) is dict:
+        # a plain dict (a Kafka message's headers, a test's) is case-sensitive and HTTP
+        # header names are not; the HTTP trigger's own headers already ignore case
         value = next((v for k, v in headers.items() if k.lower() == HEADER_LENGTH.lower()), None)
     if value is None:
         return size

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,17 @@ class ServingRunner:
                                                            event.headers or {}, body)
         content_type = headers.pop("Content-Type", "application/json")
         return Reply(status, out, content_type, headers)
+
+    def answer_http(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
+                    respond: Callable[[Reply], None]) -> None:
+        """The HTTP trigger's path (triggers.base.AnswersHttp): no Event and no task per
+        request; ``respond`` is called when the request's batch is done."""
+
+        def done(reply: tuple[int, dict[str, str], bytes]) -> None:
+            status, headers, out = reply
+            respond(Reply(status, out, headers.pop("Content-Type", "application/json"), headers))
+
+        self.endpoints.answer(method, url, headers, body, done)
 
     def run(self, event: Event) -> Reply:  # the HTTP server calls run_async: is_async is True
         raise RuntimeError("a serving function runs asynchronously")

@@ -8,7 +8,7 @@ trigger only has to turn replies into responses, acks or commits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from nuclio_sdk import Event
@@ -29,3 +29,12 @@ class EventRunner(Protocol):
     def run_batch(self, events: Sequence[Event]) -> list[Reply]: ...
 
     async def run_batch_async(self, events: Sequence[Event]) -> list[Reply]: ...
+
+
+class AnswersHttp(Protocol):
+    """A runner that answers HTTP requests itself, with no Event and no task per request (a
+    model server: its batcher calls back when a batch is done). ``respond`` must be called
+    exactly once, now or later, whatever happens; ``answer_http`` never raises."""
+
+    def answer_http(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
+                    respond: Callable[[Reply], None]) -> None: ...

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
+import socket
 
 import httpx
 import numpy as np
@@ -67,6 +69,38 @@ def test_a_registry_model_served_over_v2(daemon: Daemon, tmp_path):
         "inputs": [{"name": "x", "shape": [1, 63], "datatype": "FP32", "data": [0.0] * 63}]})
     assert bad.status_code == 400
     assert "shape [1, 63], but model 'fraud' takes [-1, 64]" in bad.json()["error"]
+    assert_pipelined_requests_are_answered_in_order(url, rows[0], expected[0])
+
+
+def assert_pipelined_requests_are_answered_in_order(url: str, row, scores) -> None:
+    """One write of six requests: those answered at once (health, metadata, a bad request)
+    queue behind the infer, which waits for its batch; the answers keep the order."""
+    def post(body: bytes) -> bytes:
+        return (b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/json\r\nContent-Length: " + str(len(body)).encode() +
+                b"\r\n\r\n" + body)
+
+    def get(path: bytes) -> bytes:
+        return b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    good = json.dumps({"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                                   "data": row.tolist()}]}).encode()
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(get(b"/v2/health/live") + post(good) + get(b"/v2/models/fraud")
+                     + post(b'{"inputs": 3}') + get(b"/v2/health/ready") + get(b"/v2"))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 6 or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed early after {data!r}"
+            data += chunk
+    assert re.findall(rb"HTTP/1.1 (\d{3})", data) == [b"200", b"200", b"200", b"400", b"200",
+                                                     b"200"]
+    bodies = [json.loads(part) for part in re.findall(rb"\r\n\r\n(\{.*?\})(?=HTTP/1.1 |$)",
+                                                       data, re.S)]
+    np.testing.assert_allclose(bodies[1]["outputs"][0]["data"], scores, rtol=1e-4, atol=1e-5)
+    assert bodies[2]["name"] == "fraud" and "inputs" in bodies[3]["error"]
+    assert bodies[5]["name"] == "sluice"
 
 
 def test_a_model_that_cannot_be_resolved_fails_the_deploy(daemon: Daemon, tmp_path):

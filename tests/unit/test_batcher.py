@@ -285,3 +285,42 @@ def test_an_inline_model_is_run_from_the_dispatcher_and_still_batches():
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_callers_called_back_get_their_own_rows_once_and_errors_in_place():
+    """submit_nowait (the HTTP trigger's path): a refusal at arrival raises at once; every
+    other outcome, rows or the model's exception, reaches the callback exactly once, and a
+    callback that raises does not keep the rest of its batch from their answers."""
+    async def main():
+        answers: dict[int, list] = {i: [] for i in range(6)}
+
+        def answer(i):
+            def got(result):
+                answers[i].append(result)
+                if i == 1:
+                    raise RuntimeError("a broken callback")
+            return got
+
+        model = Model()
+        batcher = Batcher(model, BatchPolicy(max_batch=8), latency=10.0)
+        for i in range(4):
+            batcher.submit_nowait({"x": np.full((1, 3), float(i))}, answer(i))
+        with pytest.raises(InvalidTensorError, match="at most 8 per batch"):
+            batcher.submit_nowait({"x": np.ones((9, 3))}, answer(5))
+        await settle()
+        assert [len(a) for a in answers.values()] == [1, 1, 1, 1, 0, 0]
+        assert len(model.batches) == 1  # queued in one loop iteration: one batch
+        for i in range(4):
+            assert answers[i][0]["y"].tolist() == [[2.0 * i + 1] * 3]
+
+        async def failing(inputs):
+            raise RuntimeError("device lost")
+
+        broken = Batcher(failing, latency=10.0)
+        broken.submit_nowait({"x": np.ones((1, 3))}, answer(4))
+        await settle()
+        assert len(answers[4]) == 1 and isinstance(answers[4][0], RuntimeError)
+        await batcher.close()
+        await broken.close()
+
+    asyncio.run(main())

@@ -35,3 +35,16 @@ def test_flushed_observations_equal_direct_ones_on_every_bucket_edge():
                                  if b"_created" not in line))  # a timestamp
     assert pages[0] == pages[1]
     assert b'h_bucket{le="0.001"} 2.0' in pages[1] and b"g 5.0" in pages[1]
+
+
+def test_a_gauge_set_through_the_tally_takes_the_latest_value_at_flush():
+    registry = CollectorRegistry()
+    gauge = Gauge("queued", "Q.", registry=registry)
+    tally = Tally()
+    tally.set(gauge, 5)
+    tally.set(gauge, 2)
+    assert registry.get_sample_value("queued") == 0.0
+    tally.flush()
+    assert registry.get_sample_value("queued") == 2.0
+    tally.flush()  # nothing new: the value stays
+    assert registry.get_sample_value("queued") == 2.0

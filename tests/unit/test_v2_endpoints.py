@@ -51,9 +51,41 @@ def infer_body(rows: list[list[float]], datatype: str = "FP32", name: str = "x",
     return orjson.dumps(body)
 
 
+# Each test runs twice: through Endpoints.handle (a coroutine: Kafka messages, tests) and
+# through Endpoints.answer (a callback: the HTTP trigger's path), which must agree.
+ENTRY = "handle"
+
+
+@pytest.fixture(autouse=True, params=["handle", "answer"])
+def entry(request):
+    global ENTRY
+    ENTRY = request.param
+    yield request.param
+    ENTRY = "handle"
+
+
+async def request(endpoints: Endpoints, method: str, path: str, headers: dict, body: bytes):
+    """One request through the entry point under test; answer's callback must come once."""
+    if ENTRY == "handle":
+        return await endpoints.handle(method, path, headers, body)
+    replies: list = []
+    done = asyncio.Event()
+
+    def respond(reply):
+        replies.append(reply)
+        done.set()
+
+    endpoints.answer(method, path, headers, body, respond)
+    await done.wait()
+    for _ in range(3):  # a second answer would come in the next steps
+        await asyncio.sleep(0)
+    assert len(replies) == 1, replies
+    return replies[0]
+
+
 def call(endpoints: Endpoints, method: str, path: str, body: bytes = b"",
          headers: dict | None = None):
-    status, out_headers, out = asyncio.run(endpoints.handle(method, path, headers or {}, body))
+    status, out_headers, out = asyncio.run(request(endpoints, method, path, headers or {}, body))
     return status, out_headers, orjson.loads(out) if out_headers.get(
         "Content-Type") == "application/json" else out
 
@@ -85,8 +117,8 @@ def test_binary_tensors_in_and_out_as_tritonclient_sends_them():
     header = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
                                        "parameters": {"binary_data_size": 32}}],
                            "outputs": [{"name": "y", "parameters": {"binary_data": True}}]})
-    status, headers, out = asyncio.run(endpoints.handle(
-        "POST", "/v2/models/affine/versions/3/infer",
+    status, headers, out = asyncio.run(request(
+        endpoints, "POST", "/v2/models/affine/versions/3/infer",
         {"Inference-Header-Content-Length": str(len(header))}, header + x.tobytes()))
     assert status == 200
     size = int(headers["Inference-Header-Content-Length"])
@@ -100,8 +132,8 @@ def test_concurrent_requests_are_batched_and_each_gets_its_rows():
 
     async def main():
         bodies = [infer_body([[float(i)] * 4]) for i in range(20)]
-        return await asyncio.gather(*(endpoints.handle("POST", "/v2/models/affine/infer", {},
-                                                       b) for b in bodies))
+        return await asyncio.gather(*(request(endpoints, "POST", "/v2/models/affine/infer",
+                                              {}, b) for b in bodies))
 
     replies = asyncio.run(main())
     for i, (status, _, out) in enumerate(replies):
@@ -174,7 +206,7 @@ def test_metrics_count_batches_waits_and_requests_by_status():
 
 def test_each_answer_has_its_own_headers():
     endpoints, _ = served()
-    first = asyncio.run(endpoints.handle("GET", "/v2/health/live", {}, b""))[1]
+    first = asyncio.run(request(endpoints, "GET", "/v2/health/live", {}, b""))[1]
     first.pop("Content-Type")  # what the serving runner does with them
-    assert asyncio.run(endpoints.handle("GET", "/v2/health/live", {}, b""))[1] == {
+    assert asyncio.run(request(endpoints, "GET", "/v2/health/live", {}, b""))[1] == {
         "Content-Type": "application/json"}

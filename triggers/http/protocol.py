@@ -61,6 +61,7 @@ class HttpConnection(asyncio.Protocol):
         self.pending: deque[Request] = deque()
         self.closing = False
         self.write_paused = False
+        self.resuming = False  # finish() is dispatching the requests that waited
         self.last_active = self.loop.time()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -188,19 +189,24 @@ class HttpConnection(asyncio.Protocol):
         self.send(reply, keep_alive=False)
 
     def begin(self) -> None:
-        """A request is now being handled asynchronously; later ones wait."""
+        """A request is now being handled asynchronously; later ones wait (reading pauses
+        when one does: pausing on every request costs two epoll updates)."""
         self.busy = True
-        if self.transport is not None:
-            self.transport.pause_reading()
 
     def finish(self, reply: Reply, request: Request) -> None:
         """Send the reply of an asynchronously handled request and start the next one."""
         self.busy = False
         self.send(reply, request.keep_alive, head_only=request.method == "HEAD")
+        if self.resuming:  # answered at once from the loop below, which goes on from here
+            return
         # requests answered at once (metrics, 400, 503) leave the connection idle again: go on
         # until one is in flight or none waits
-        while self.pending and not self.busy and not self.closing:
-            self.server.dispatch(self, self.pending.popleft())
+        self.resuming = True
+        try:
+            while self.pending and not self.busy and not self.closing:
+                self.server.dispatch(self, self.pending.popleft())
+        finally:
+            self.resuming = False
         if not self.busy and not self.closing and self.transport is not None and (
             not self.write_paused
         ):

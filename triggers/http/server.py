@@ -7,14 +7,15 @@ import hmac
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from nuclio_sdk import Event, TriggerInfo
 
 from sluice.outputs import Reply, error_reply
 from sluice.tally import SHARED
 
-from ..base import EventRunner
+from ..base import AnswersHttp, EventRunner
 from .events import BadRequest, make_event
 from .protocol import HttpConnection, Request
 
@@ -96,6 +97,9 @@ class HttpServer:
         raw_body: bool = False,
     ) -> None:
         self.runner = runner
+        # a runner that answers requests itself, by callback (no Event, no task)
+        self.answer_http = cast("AnswersHttp", runner).answer_http if hasattr(
+            runner, "answer_http") else None
         self.raw_body = raw_body  # a model server decodes request bodies itself
         # only the platform knows it: a client cannot pass its request off as a cron fire
         self.trigger_token = trigger_token
@@ -154,6 +158,11 @@ class HttpServer:
             if self.trigger_token and hmac.compare_digest(proof, self.trigger_token):
                 kind, _, name = routed.partition("/")
                 trigger = TriggerInfo(kind, name)
+        if self.answer_http is not None and trigger is self.trigger:
+            self._enter(conn)
+            self.answer_http(request.method, request.url, request.headers, request.body,
+                             partial(self._answered, conn, request))
+            return
         try:
             event = make_event(trigger, request.method, request.url, request.headers,
                                request.body, decode=not self.raw_body)
@@ -201,9 +210,12 @@ class HttpServer:
                 500, f"internal error: {type(exc).__name__}: {exc}")
             raise
         finally:
-            self._leave()
-            self._count(request, reply)
-            conn.finish(reply, request)
+            self._answered(conn, request, reply)
+
+    def _answered(self, conn: HttpConnection, request: Request, reply: Reply) -> None:
+        self._leave()
+        self._count(request, reply)
+        conn.finish(reply, request)
 
     def _respond(
         self,
