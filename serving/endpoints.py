@@ -74,7 +74,12 @@ class ServedModel:
 
     def check(self, request: InferRequest) -> None:
         """The request's inputs against the signature; InvalidTensorError says what differs."""
-        key = tuple((t.name, t.datatype, t.shape[1:]) for t in request.inputs)
+        inputs = request.inputs
+        if len(inputs) == 1:  # the common case, without the generator
+            key: tuple[tuple[str, str, tuple[int, ...]], ...] = (
+                (inputs[0].name, inputs[0].datatype, inputs[0].shape[1:]),)
+        else:
+            key = tuple((t.name, t.datatype, t.shape[1:]) for t in inputs)
         if key in self._fits:  # a signature already checked: nearly every request
             return
         self._check(request)
@@ -118,6 +123,8 @@ class Endpoints:
         self.models = {model.name: model for model in models}
         self.server = server
         self.version = version
+        # infer paths already routed: path -> (model name, version in the path or None)
+        self._infers: dict[str, tuple[str, str | None]] = {}
 
     async def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes
                      ) -> Reply:
@@ -170,6 +177,11 @@ class Endpoints:
 
     def _route(self, method: str, path: str) -> Reply | ServedModel:
         """The reply of a route that needs no model run, or the model an infer goes to."""
+        known = self._infers.get(path) if method == "POST" else None
+        if known is not None:  # nearly every request: an infer on a path seen before
+            model = self.models.get(known[0])
+            if model is not None and known[1] in (None, model.version):
+                return model
         if path in ("/v2", "/v2/"):
             _expect(method, "GET", path)
             return _json(200, {"name": self.server, "version": self.version,
@@ -193,6 +205,8 @@ class Endpoints:
             _expect(method, "GET", path)
             return _json(200 if model.ready else 503, {"name": model.name, "ready": model.ready})
         _expect(method, "POST", path)
+        if len(self._infers) < 64:
+            self._infers[path] = (model.name, match["version"])
         return model
 
     async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes,

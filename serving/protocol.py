@@ -151,18 +151,18 @@ class InferRequest:
 
 def decode_request(body: bytes, headers: Mapping[str, str]) -> InferRequest:
     """Parse a V2 inference request, JSON or JSON plus binary tensor data."""
-    view = memoryview(body)
-    start = _header_length(headers, len(view))
+    start = _header_length(headers, len(body))
     try:
-        doc = orjson.loads(view[:start])
+        doc = orjson.loads(body if start == len(body) else memoryview(body)[:start])
     except orjson.JSONDecodeError as exc:
         raise InvalidTensorError(f"the request is not valid JSON: {exc}") from exc
-    if start == len(view):
+    if start == len(body):
         fast = _plain_request(doc)
         if fast is not None:
             return fast
     if not isinstance(doc, dict):
         raise InvalidTensorError(f"the request must be a JSON object, got {_kind(doc)}")
+    view = memoryview(body)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidTensorError(f"the request id must be a string, got {_kind(request_id)}")
@@ -195,9 +195,9 @@ def decode_request(body: bytes, headers: Mapping[str, str]) -> InferRequest:
 
 
 def _plain_request(doc: object) -> InferRequest | None:
-    """The common request, decoded with as few numpy calls as possible: JSON only, numeric
-    inputs given as flat lists, no parameters, no outputs named. None for anything else, which
-    the general path decodes (and, when it is wrong, explains)."""
+    """The common request, decoded with as few numpy calls as possible: JSON only, FP32, FP64
+    or INT64 inputs given as flat lists of numbers, no parameters, no outputs named. None for
+    anything else, which the general path decodes (and, when it is wrong, explains)."""
     if type(doc) is not dict or not doc.keys() <= _PLAIN_KEYS:
         return None
     raw_inputs = doc.get("inputs")
@@ -209,37 +209,42 @@ def _plain_request(doc: object) -> InferRequest | None:
     for raw in raw_inputs:
         if type(raw) is not dict or raw.keys() != _PLAIN_INPUT:
             return None
-        name, shape, data = raw["name"], raw["shape"], raw["data"]
-        dtype = _PLAIN_DTYPES.get(raw["datatype"])
-        if dtype is None or type(name) is not str or not name or type(shape) is not list or \
-                type(data) is not list or not data or type(data[0]) not in (int, float):
+        name, shape, data, datatype = raw["name"], raw["shape"], raw["data"], raw["datatype"]
+        plain = _PLAIN_DTYPES.get(datatype)
+        if plain is None or type(name) is not str or not name or type(shape) is not list or \
+                type(data) is not list:
             return None
         count = 1
         for n in shape:
             if type(n) is not int or n < 0:
                 return None
             count *= n
-        inferred = np.asarray(data)
-        if inferred.ndim != 1 or inferred.size != count or \
-                inferred.dtype.kind not in _INFERRED_OK[dtype.kind]:
+        if len(data) != count or not count:
             return None
-        if dtype.kind == "f" and dtype.itemsize < 8:
-            if max(data) > _FP32_MAX or min(data) < -_FP32_MAX:
-                return None  # beyond FP32: the general path says so
-        elif dtype.kind != "f" and inferred.dtype.kind == "f":
+        dtype, kinds = plain
+        inferred = np.asarray(data)  # numpy's own guess first: strings or nulls are not numbers
+        if inferred.ndim != 1 or inferred.dtype.kind not in kinds:
             return None
-        array = inferred.astype(dtype).reshape(shape)
+        if dtype is _FP32 and not (-_FP32_MAX <= np.minimum.reduce(inferred) and
+                                   np.maximum.reduce(inferred) <= _FP32_MAX):
+            return None  # a value beyond FP32: the general path says so
+        array = inferred.astype(dtype)
         array.flags.writeable = False
-        inputs.append(InferInput(name, raw["datatype"], tuple(shape), array))
-    if len({tensor.name for tensor in inputs}) != len(inputs):
+        inputs.append(InferInput(name, datatype, tuple(shape), array.reshape(shape)))
+    if len(inputs) > 1 and len({tensor.name for tensor in inputs}) != len(inputs):
         return None
     return InferRequest(request_id, tuple(inputs), (), _NO_PARAMETERS)
 
 
 _PLAIN_KEYS = {"inputs", "id"}
 _PLAIN_INPUT = {"name", "shape", "datatype", "data"}
-_PLAIN_DTYPES = {name: _DTYPES[name] for name in ("FP32", "FP64", "INT32", "INT64")}
+_FP32 = _DTYPES["FP32"]
 _FP32_MAX = float(np.finfo(np.float32).max)
+# the fast path's datatypes, with the kinds of array numpy may infer from their data: any
+# number for floats; for INT64 only signed integers (2**63 is inferred unsigned, and would
+# wrap). Others (INT32, whose range needs checking, BOOL, BYTES, ...) take the general path.
+_PLAIN_DTYPES = {"FP32": (_FP32, "iuf"), "FP64": (_DTYPES["FP64"], "iuf"),
+                 "INT64": (_DTYPES["INT64"], "i")}
 _NO_PARAMETERS: Mapping[str, Parameter] = MappingProxyType({})
 
 
@@ -248,6 +253,10 @@ def encode_response(model_name: str, model_version: str | None, request_id: str 
                     ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and the headers it needs; ``binary`` names the outputs sent as
     binary tensor data (True: all of them)."""
+    if not binary:
+        fast = _plain_response(model_name, model_version, request_id, outputs)
+        if fast is not None:
+            return fast, {"Content-Type": "application/json"}
     wanted = set(outputs) if binary is True else set(binary or ())
     if not wanted <= outputs.keys():
         raise InferenceError(f"binary names outputs the model did not produce: "
@@ -279,6 +288,34 @@ def encode_response(model_name: str, model_version: str | None, request_id: str 
         return header, {"Content-Type": "application/json"}
     return b"".join([header, *chunks]), {"Content-Type": "application/octet-stream",
                                          HEADER_LENGTH: str(len(header))}
+
+
+def _plain_response(model_name: str, model_version: str | None, request_id: str | None,
+                    outputs: Mapping[str, np.ndarray]) -> bytes | None:
+    """The common response, encoded with as few calls as possible: JSON only, every output a
+    C-contiguous, native-order numeric array (orjson writes those itself). None for anything
+    else, which the general path encodes."""
+    doc: dict[str, object] = {"model_name": model_name}
+    if model_version is not None:
+        doc["model_version"] = model_version
+    if request_id is not None:
+        doc["id"] = request_id
+    entries = []
+    for name, array in outputs.items():
+        datatype = _NATIVE.get(array.dtype) if type(array) is np.ndarray else None
+        if datatype is None or not array.flags.c_contiguous:
+            return None
+        entries.append({"name": name, "datatype": datatype, "shape": list(array.shape),
+                        "data": array.reshape(-1)})
+    doc["outputs"] = entries
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# the dtypes orjson serialises from memory, and their datatypes
+_NATIVE: dict[np.dtype, str] = {np.dtype(t): name for t, name in [
+    (np.float32, "FP32"), (np.float64, "FP64"), (np.int32, "INT32"), (np.int64, "INT64"),
+    (np.int16, "INT16"), (np.int8, "INT8"), (np.uint8, "UINT8"), (np.uint16, "UINT16"),
+    (np.uint32, "UINT32"), (np.uint64, "UINT64"), (np.bool_, "BOOL")]}
 
 
 def _header_length(headers: Mapping[str, str], size: int) -> int:

@@ -396,6 +396,14 @@ ERRORS = [
      "input 'x': BYTES data must be strings, got 1"),
     ("fp16-overflow", x_input(datatype="FP16", data=[1, 1e5]), {},
      "input 'x': a value in data is beyond the FP16 range"),
+    # flat lists of FP32, FP64 and INT64 numbers take a fast path: it must refuse the same
+    ("fp32-overflow", x_input(data=[1, 1e39]), {},
+     "input 'x': a value in data is beyond the FP32 range"),
+    ("int32-overflow", x_input(datatype="INT32", data=[1, 2**40]), {},
+     "input 'x': INT32 data must be integers in [-2147483648, 2147483647], got 1099511627776"),
+    ("int64-overflow", x_input(datatype="INT64", data=[1, 2**63]), {},
+     "input 'x': INT64 data must be integers in [-9223372036854775808, 9223372036854775807], "
+     "got 9223372036854775808"),
     ("ragged", x_input(shape=[2, 2], data=[[1, 2], [3]]), {},
      "input 'x': data is not a rectangular nested list"),
     ("data-not-a-list", x_input(data=5), {}, "input 'x': data must be a JSON array, got a number"),
