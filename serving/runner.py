@@ -54,8 +54,8 @@ class ServingRunner:
         request; ``respond`` is called when the request's batch is done."""
 
         def done(reply: tuple[int, dict[str, str], bytes]) -> None:
-            status, headers, out = reply
-            respond(Reply(status, out, headers.pop("Content-Type", "application/json"), headers))
+            status, extra, out = reply
+            respond(Reply(status, out, extra.pop("Content-Type", "application/json"), extra))
 
         self.endpoints.answer(method, url, headers, body, done)
 
