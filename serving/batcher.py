@@ -372,10 +372,10 @@ class Batcher:
     def _run_inline(self, items: list[_Item], started: float) -> None:
         """A model that computes on the event loop's thread (``runs_inline``, with a sync
         ``run_inline`` answering the outputs and the seconds taken): run it right here."""
-        self._inline_rows = sum(item.rows for item in items)
+        rows = self._inline_rows = sum(item.rows for item in items)
         try:
             outputs, compute = self.run.run_inline(_concatenate(items))  # type: ignore[attr-defined]
-            self._finish(items, sum(item.rows for item in items), outputs, compute, started)
+            self._finish(items, rows, outputs, compute, started)
         except Exception as exc:
             _fail(items, exc)
 
@@ -417,8 +417,7 @@ def _fail(items: list[_Item], exc: BaseException) -> None:
 
 
 def _settle(future: asyncio.Future[Tensors], result: Tensors | BaseException) -> None:
-    if future.done():
-        return
+    # (never on a done future: _Item.give asks future.done first, as the item's ``gone``)
     if isinstance(result, BaseException):
         future.set_exception(result)
     else:

@@ -131,7 +131,7 @@ class Endpoints:
         """Answer one request; never raises."""
         model = None
         try:
-            target = self._route(method.upper(), path.split("?", 1)[0])
+            target = self._route(method, path)
             if not isinstance(target, ServedModel):
                 return target
             model = target
@@ -149,11 +149,10 @@ class Endpoints:
         no future per request."""
         model = None
         try:
-            target = self._route(method.upper(), path.split("?", 1)[0])
+            target = self._route(method, path)
             if isinstance(target, ServedModel):
                 model = target
-                request = decode_request(body, headers)
-                model.check(request)
+                request = _checked(model, headers, body)
                 model.batcher.submit_nowait(request.tensors,
                                             partial(self._answered, model, request, respond))
                 return
@@ -177,6 +176,7 @@ class Endpoints:
 
     def _route(self, method: str, path: str) -> Reply | ServedModel:
         """The reply of a route that needs no model run, or the model an infer goes to."""
+        method, path = method.upper(), path.split("?", 1)[0]
         known = self._infers.get(path) if method == "POST" else None
         if known is not None:  # nearly every request: an infer on a path seen before
             model = self.models.get(known[0])
@@ -211,8 +211,7 @@ class Endpoints:
 
     async def _infer(self, model: ServedModel, headers: Mapping[str, str], body: bytes,
                      timeout: float | None = None) -> Reply:
-        request = decode_request(body, headers)
-        model.check(request)
+        request = _checked(model, headers, body)
         return _encode(model, request, await model.batcher.submit(request.tensors, timeout))
 
     async def score(self, payload: bytes | Mapping[str, Any], headers: Mapping[str, str]
@@ -287,6 +286,13 @@ def status_of(exc: BaseException) -> int:
     if isinstance(exc, InferenceError | NotFoundError):
         return exc.http_status
     return 400 if isinstance(exc, SluiceError) else 500
+
+
+def _checked(model: ServedModel, headers: Mapping[str, str], body: bytes) -> InferRequest:
+    """The request decoded and checked against the model's signature."""
+    request = decode_request(body, headers)
+    model.check(request)
+    return request
 
 
 def _encode(model: ServedModel, request: InferRequest, produced: Tensors) -> Reply:

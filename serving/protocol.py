@@ -253,19 +253,21 @@ def encode_response(model_name: str, model_version: str | None, request_id: str 
                     ) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and the headers it needs; ``binary`` names the outputs sent as
     binary tensor data (True: all of them)."""
-    if not binary:
-        fast = _plain_response(model_name, model_version, request_id, outputs)
-        if fast is not None:
-            return fast, {"Content-Type": "application/json"}
-    wanted = set(outputs) if binary is True else set(binary or ())
-    if not wanted <= outputs.keys():
-        raise InferenceError(f"binary names outputs the model did not produce: "
-                             f"{sorted(wanted - outputs.keys())}")
     doc: dict[str, object] = {"model_name": model_name}
     if model_version is not None:
         doc["model_version"] = model_version
     if request_id is not None:
         doc["id"] = request_id
+    if not binary:
+        plain = _plain_outputs(outputs)
+        if plain is not None:
+            doc["outputs"] = plain
+            return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), {
+                "Content-Type": "application/json"}
+    wanted = set(outputs) if binary is True else set(binary or ())
+    if not wanted <= outputs.keys():
+        raise InferenceError(f"binary names outputs the model did not produce: "
+                             f"{sorted(wanted - outputs.keys())}")
     entries: list[dict[str, object]] = []
     chunks: list[bytes] = []
     for name, array in outputs.items():
@@ -290,25 +292,18 @@ def encode_response(model_name: str, model_version: str | None, request_id: str 
                                          HEADER_LENGTH: str(len(header))}
 
 
-def _plain_response(model_name: str, model_version: str | None, request_id: str | None,
-                    outputs: Mapping[str, np.ndarray]) -> bytes | None:
-    """The common response, encoded with as few calls as possible: JSON only, every output a
-    C-contiguous, native-order numeric array (orjson writes those itself). None for anything
-    else, which the general path encodes."""
-    doc: dict[str, object] = {"model_name": model_name}
-    if model_version is not None:
-        doc["model_version"] = model_version
-    if request_id is not None:
-        doc["id"] = request_id
-    entries = []
+def _plain_outputs(outputs: Mapping[str, np.ndarray]) -> list[dict[str, object]] | None:
+    """The common response's output entries, with as few calls as possible: JSON only, every
+    output a C-contiguous, native-order numeric array (orjson writes those itself). None for
+    anything else, which the general path encodes."""
+    entries: list[dict[str, object]] = []
     for name, array in outputs.items():
         datatype = _NATIVE.get(array.dtype) if type(array) is np.ndarray else None
         if datatype is None or not array.flags.c_contiguous:
             return None
         entries.append({"name": name, "datatype": datatype, "shape": list(array.shape),
                         "data": array.reshape(-1)})
-    doc["outputs"] = entries
-    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return entries
 
 
 # the dtypes orjson serialises from memory, and their datatypes
