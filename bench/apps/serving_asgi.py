@@ -7,7 +7,6 @@ with httptools and uvloop: the shell both uvicorn baselines of the serving bench
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -42,14 +41,6 @@ def v2_app(answer: Callable[[bytes], bytes]) -> ASGIApp:
         await send({"type": "http.response.body", "body": out})
 
     return app
-
-
-def arguments(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model", required=True, help="the saved MLP (torch.save)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    return parser.parse_args()
 
 
 def serve(app: ASGIApp, host: str, port: int) -> None:

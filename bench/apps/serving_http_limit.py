@@ -8,8 +8,8 @@ the bytes on the wire are the same size as the unbatched server's.
 from __future__ import annotations
 
 import orjson
-from serving_asgi import arguments, serve, v2_app
-from serving_model import load_mlp, response_dict, sample, scores
+from serving_asgi import serve, v2_app
+from serving_model import arguments, load_mlp, response_dict, sample, scores
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ and the standard library.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -76,3 +77,12 @@ def answer_of(response: bytes) -> list[float]:
     (output,) = [o for o in json.loads(response)["outputs"] if o["name"] == OUTPUT]
     data: list[float] = [float(v) for v in output["data"]]
     return data
+
+
+def arguments(description: str) -> argparse.Namespace:
+    """Every baseline server's command line: the saved model, and where to listen."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, help="the saved MLP (torch.save)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    return parser.parse_args()

@@ -14,7 +14,6 @@ Runs until SIGTERM or SIGINT; gRPC and metrics are off, so only the HTTP port is
 
 from __future__ import annotations
 
-import argparse
 import signal
 from types import FrameType
 
@@ -23,17 +22,13 @@ import torch
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
-from serving_model import IN, INPUT, MODEL, OUT, OUTPUT, load_mlp
+from serving_model import IN, INPUT, MODEL, OUT, OUTPUT, arguments, load_mlp
 
 MAX_BATCH, QUEUE_DELAY_US = 64, 2000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", required=True, help="the saved MLP (torch.save)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    args = arguments((__doc__ or "").splitlines()[0])
     model = load_mlp(args.model)
 
     @batch

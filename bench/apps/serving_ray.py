@@ -13,21 +13,18 @@ never form (Ray's batching guide gives the same advice).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import threading
 from typing import Any
 
+from serving_model import arguments
+
 MAX_BATCH, WAIT_S = 64, 0.01
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", required=True, help="the saved MLP (torch.save)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    args = arguments((__doc__ or "").splitlines()[0])
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here (and no need)
     # the replica imports serving_model too: Ray's processes inherit this environment
     here = os.path.dirname(os.path.abspath(__file__))

@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import orjson
-from serving_asgi import arguments, serve, v2_app
-from serving_model import load_mlp, response_dict, scores
+from serving_asgi import serve, v2_app
+from serving_model import arguments, load_mlp, response_dict, scores
 
 
 def main() -> None:
