@@ -115,8 +115,8 @@ class ServiceTimes:
         self._warmed: set[int] | None = set() if skip_first else None  # buckets seen once
         self.last_sample: float | None = None  # the clock reading of the latest sample
         self._bucket_last: dict[int, float] = {}
-        self._samples: dict[int, deque[float]] = {}
-        self._quantiles: dict[int, float] = {}  # per bucket, for those without new samples
+        self._samples: dict[int, deque[float]] = {}  # per bucket, in arrival order
+        self._sorted: dict[int, list[float]] = {}  # the same, in order of value
         # the monotone curve (sizes, seconds) and the estimates read from it, rebuilt on the
         # first estimate after a sample: estimates are asked for several times per arrival,
         # samples come once per batch
@@ -135,14 +135,22 @@ class ServiceTimes:
             if at is not None:
                 self.last_sample = at
             return
-        samples = self._samples.setdefault(bucket, deque(maxlen=self.window))
+        samples = self._samples.get(bucket)
+        if samples is None:
+            samples = self._samples[bucket] = deque(maxlen=self.window)
+            self._sorted[bucket] = []
+        ordered = self._sorted[bucket]
         if at is not None:
             if at - self._bucket_last.get(bucket, at) > self.stale_after:
                 samples.clear()  # what it says now, not what it said before a quiet spell
+                ordered.clear()
             self._bucket_last[bucket] = at
             self.last_sample = at
-        samples.append(max(0.0, seconds))
-        self._quantiles.pop(bucket, None)
+        if len(samples) == self.window:  # the oldest leaves the window (kept sorted as it goes:
+            del ordered[bisect.bisect_left(ordered, samples[0])]  # no sort per batch)
+        seconds = max(0.0, seconds)
+        samples.append(seconds)
+        bisect.insort(ordered, seconds)
         self._curve = None
 
     def stale(self, now: float) -> bool:
@@ -150,12 +158,8 @@ class ServiceTimes:
         return self.last_sample is not None and now - self.last_sample > self.stale_after
 
     def _at(self, bucket: int) -> float:
-        known = self._quantiles.get(bucket)
-        if known is None:
-            ordered = sorted(self._samples[bucket])
-            known = self._quantiles[bucket] = ordered[min(len(ordered) - 1,
-                                                          int(self.quantile * len(ordered)))]
-        return known
+        ordered = self._sorted[bucket]
+        return ordered[min(len(ordered) - 1, int(self.quantile * len(ordered)))]
 
     def _build(self) -> tuple[list[int], list[float]]:
         self._memo.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import math
+import random
 
 import pytest
 
@@ -126,6 +127,18 @@ def test_service_times_use_an_upper_quantile_of_recent_samples():
     for _ in range(10):
         est.observe(4, 0.002)
     assert est.estimate(4) == 0.002  # the old outlier left the window
+
+
+def test_the_quantile_matches_a_sort_of_the_window_after_every_sample():
+    rng = random.Random(7)
+    est = ServiceTimes(quantile=0.9, window=16)
+    recent: list[float] = []
+    for _ in range(500):  # repeats included: eviction must remove one copy, not all
+        seconds = rng.choice([0.001, 0.002, 0.003]) if rng.random() < 0.5 else rng.random()
+        est.observe(3, seconds)
+        recent = (recent + [seconds])[-16:]
+        ordered = sorted(recent)
+        assert est.estimate(3) == ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
 
 def test_a_stale_estimate_lets_a_probe_through_and_its_sample_replaces_the_old_ones():
