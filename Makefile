@@ -30,8 +30,8 @@ run: $(STAMP)  ## start the embedded platform with the example functions deploye
 		--deploy examples/jobs/report.yaml
 
 test: $(STAMP) $(TRITON_STAMP)  ## lint, type-check and run the whole suite
-	$(VENV)/bin/ruff check runtime triggers serving tests bench examples
-	$(VENV)/bin/mypy runtime triggers serving
+	$(VENV)/bin/ruff check runtime triggers serving functions tests bench examples
+	$(VENV)/bin/mypy runtime triggers serving functions
 	$(PY) -m pytest
 
 bench: $(STAMP) $(TRITON_STAMP)  ## HTTP overhead, cold start, cron, model-serving batching (needs wrk)

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from sluice.errors import ArtifactError, NotFoundError, PlatformError
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=-]{0,254}$")  # "=": Hive partitions, date=...
 _EXAMPLE = "keys are plain names joined by '/', e.g. 'models/fraud/3/model.pt'"
 
 

@@ -219,7 +219,9 @@ class Endpoints:
         """One stream message (a Kafka event) for the model this server holds, through the
         same batcher as HTTP requests; never raises. A V2 infer request (``{"inputs": [...]}``)
         is answered with a V2 response; a record of the inputs by name, one row
-        (``{"x": [0.1, ...]}``) or several, with the outputs by name, in the same form."""
+        (``{"x": [0.1, ...]}``) or several, with the outputs by name, in the same form, and
+        the record's other fields as they came (``{"id": "t1", "x": ...}`` gives
+        ``{"id": "t1", "scores": ...}``)."""
         try:
             if len(self.models) != 1:
                 raise InvalidTensorError(f"a stream message needs one model to go to, and "
@@ -261,7 +263,10 @@ class Endpoints:
                                              for spec, a in zip(model.inputs, tensors.values(),
                                                                 strict=True)), (), {}))
         produced = await model.batcher.submit(tensors, timeout=self.stream_timeout)
-        out = {name: (array[0] if single else array).tolist() for name, array in produced.items()}
+        # the record's other fields (an id, a key, a label) pass through beside the outputs
+        out = {key: value for key, value in record.items() if key not in tensors}
+        out.update((name, (array[0] if single else array).tolist())
+                   for name, array in produced.items())
         return _json(200, out)
 
     @staticmethod

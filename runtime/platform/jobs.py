@@ -65,11 +65,17 @@ class _Live:
     stopping: tuple[RunState, str] = (RunState.CANCELLED, "cancelled")
 
 
-def job_config(target: JobTarget, run_id: str, **run: Any) -> JobConfig:
-    """What a job process is told about the function (and, for a run, about the run)."""
+def job_config(target: JobTarget, run_id: str, base_env: dict[str, str] | None = None,
+               **run: Any) -> JobConfig:
+    """What a job process is told about the function (and, for a run, about the run).
+    ``base_env``: the platform's own settings for every job (the artifact store); the spec's
+    env comes after it. ``SLUICE_GPUS`` is the spec's GPU count (a training job picks its
+    device by it)."""
+    env = {**(base_env or {}), "SLUICE_GPUS": str(target.spec.resources.gpu),
+           **target.spec.env}
     return JobConfig(function=target.spec.name, handler=target.spec.handler,
                      source_dir=str(target.source_dir) if target.source_dir else None,
-                     run_id=run_id, env=dict(target.spec.env), **run)
+                     run_id=run_id, env=env, **run)
 
 
 class _Retry(Exception):
@@ -89,8 +95,9 @@ class Jobs:
     """Starts, tracks and stops the runs of every job function on this platform."""
 
     def __init__(self, store: Store, logs_dir: Path, work_dir: Path, lifeline_fd: int,
-                 platform_url: str | None) -> None:
+                 platform_url: str | None, base_env: dict[str, str] | None = None) -> None:
         self.store = store
+        self.base_env = dict(base_env or {})  # given to every run (see job_config)
         self.logs_dir = logs_dir  # run logs: <logs_dir>/<run id>.jsonl
         self.work_dir = work_dir  # attempt configs: <work_dir>/<function>/runs/
         self.lifeline_fd = lifeline_fd
@@ -300,7 +307,7 @@ class Jobs:
                        logs: tuple[FunctionLog, ...], started: float) -> Attempt:
         run = self._move(run, RunState.RUNNING, attempt=number, started=run.started or started,
                          pid=None, reason="")
-        config = job_config(target, run.id, attempt=number, params=run.params,
+        config = job_config(target, run.id, self.base_env, attempt=number, params=run.params,
                             trigger=run.trigger, trigger_name=run.trigger_name,
                             platform_url=self.platform_url, scheduled=run.scheduled)
         path = self.work_dir / run.function / "runs" / f"{run.id}-{number}.json"

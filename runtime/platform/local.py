@@ -44,7 +44,8 @@ class LocalPlatform:
         self.settings = settings
         self.api_url = api_url
         self.defaults = WorkerDefaults(api_url, secrets.token_hex(16), kafka_bootstrap,
-                                       kafka_security or {}, settings.artifacts_uri())
+                                       kafka_security or {}, settings.artifacts_uri(),
+                                       str(settings.home))
         self.functions: dict[str, Deployed] = {}
         self._store: Store | None = None
         self._lifeline_r = self._lifeline_w = -1
@@ -82,7 +83,8 @@ class LocalPlatform:
         self._client = httpx.AsyncClient(timeout=None)
         self._scheduler = Scheduler(self._store)
         self._jobs = Jobs(self._store, self.settings.logs_dir / "runs",
-                          self.settings.functions_dir, self._lifeline_r, self.api_url)
+                          self.settings.functions_dir, self._lifeline_r, self.api_url,
+                          self.defaults.env())
         self.recovered = self._jobs.recover()
         await self._restore()
 

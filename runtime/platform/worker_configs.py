@@ -21,6 +21,13 @@ class WorkerDefaults:
     kafka_bootstrap: str | None = None
     kafka_security: dict[str, Any] = field(default_factory=dict)
     artifacts: str | None = None  # the model registry's store (serving functions)
+    home: str | None = None  # the platform's state directory (SLUICE_HOME)
+
+    def env(self) -> dict[str, str]:
+        """What every worker and job process is told about the platform (``SLUICE_HOME``,
+        ``SLUICE_ARTIFACTS``): where a handler finds the data the platform keeps."""
+        out = {"SLUICE_HOME": self.home} if self.home else {}
+        return out | ({"SLUICE_ARTIFACTS": self.artifacts} if self.artifacts else {})
 
 
 def kafka_settings(spec: FunctionSpec, defaults: WorkerDefaults) -> list[dict[str, Any]]:
@@ -57,7 +64,7 @@ def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
             worker_id=worker_id,
             generation=generation,
             timeout=spec.timeout,
-            env=dict(spec.env),
+            env={**defaults.env(), **spec.env},  # the spec's own env wins
             http_trigger=next(n for n, t in spec.triggers.items() if t is trigger)
             if trigger else None,
             host=trigger.host if trigger else "127.0.0.1",

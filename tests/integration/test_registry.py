@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,29 +10,9 @@ import pytest
 import sluice.serving.artifacts
 import sluice.serving.registry
 from sluice.errors import ArtifactError, NotFoundError, SpecError
-from sluice.platform.broker import free_port
 from sluice.serving.artifacts import LocalStore, S3Store, open_store
 from sluice.serving.registry import ModelRegistry, parse_ref
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
-    import boto3
-
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+from tests.integration.conftest import s3_client
 
 
 @pytest.fixture(params=["local", "s3"])

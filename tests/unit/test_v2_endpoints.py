@@ -210,3 +210,19 @@ def test_each_answer_has_its_own_headers():
     first.pop("Content-Type")  # what the serving runner does with them
     assert asyncio.run(request(endpoints, "GET", "/v2/health/live", {}, b""))[1] == {
         "Content-Type": "application/json"}
+
+
+def test_a_stream_record_is_scored_with_its_other_fields_passed_through():
+    async def main():
+        endpoints, model = served()
+        one = await endpoints.score(orjson.dumps({"id": "t7", "label": 1, "x": [1, 2, 3, 4]}),
+                                    {})
+        many = await endpoints.score({"x": [[0, 0, 0, 0], [1, 1, 1, 1]], "batch": "b2"}, {})
+        missing = await endpoints.score({"id": "t8", "z": [1]}, {})
+        return one, many, missing
+
+    one, many, missing = asyncio.run(main())
+    assert one[0] == 200 and orjson.loads(one[2]) == {
+        "id": "t7", "label": 1, "y": [3.0, 5.0, 7.0, 9.0], "norm": pytest.approx(5.477, abs=1e-3)}
+    assert orjson.loads(many[2])["batch"] == "b2" and orjson.loads(many[2])["y"][1] == [3.0] * 4
+    assert missing[0] == 400 and b"the message has no 'x'" in missing[2]

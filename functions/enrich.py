@@ -1,0 +1,67 @@
+"""The ``enrich`` function (Kafka, batch mode): raw transactions -> the same transactions with
+their feature vector ``x``, from the online feature store, which each event then updates.
+
+Per micro-batch: the cards' states are read at once, the features computed in order
+(:func:`sluice.functions.features.enrich`), and the new states written in one transaction,
+before the trigger commits the batch's offsets. A crash in between redelivers events whose
+updates are already stored; their sequence numbers show it and they are not counted twice.
+The topic is keyed by card, so one card's events reach one worker, in order.
+
+A malformed event is answered with a 400 naming the field, which the Kafka trigger sends to
+the dead-letter topic with that reason; the rest of the batch goes on.
+
+The store is SQLite at ``$SLUICE_FEATURE_STORE`` (default ``$SLUICE_HOME/features/cards.db``).
+The output record (the ``score`` function's input, and what a trainer could log) is::
+
+    {"id": ..., "card": ..., "ts": ..., "amount": ..., "fraud": 0, "x": [10 floats]}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nuclio_sdk
+import orjson
+
+from sluice.settings import Settings
+
+from .feature_sqlite import SqliteFeatureStore
+from .features import enrich
+from .transactions import InvalidTransaction, Txn
+
+
+def store_path() -> Path:
+    configured = os.environ.get("SLUICE_FEATURE_STORE")
+    return Path(configured) if configured else Settings.from_env().home / "features" / "cards.db"
+
+
+def init_context(context: Any) -> None:
+    context.user_data.store = SqliteFeatureStore(store_path())
+
+
+def handler(context: Any, events: list[Any]) -> list[nuclio_sdk.Response]:
+    store: SqliteFeatureStore = context.user_data.store
+    replies: dict[str, nuclio_sdk.Response] = {}
+    valid: list[tuple[Any, Txn]] = []
+    for event in events:
+        try:
+            body = event.body
+            if isinstance(body, bytes | str):
+                body = orjson.loads(body)
+            valid.append((event, Txn.from_json(body)))
+        except (InvalidTransaction, orjson.JSONDecodeError) as exc:
+            replies[event.id] = nuclio_sdk.Response(
+                body=f"not a transaction: {exc}", status_code=400, content_type="text/plain",
+                event_id=event.id)
+    txns = [txn for _, txn in valid]
+    states = store.get(txn.card for txn in txns)
+    vectors = enrich(states, txns)
+    store.put(states)
+    for (event, txn), vector in zip(valid, vectors, strict=True):
+        replies[event.id] = nuclio_sdk.Response(
+            body={"id": txn.id, "seq": txn.seq, "card": txn.card, "ts": txn.ts,
+                  "amount": txn.amount, "fraud": txn.fraud, "x": vector},
+            content_type="application/json", event_id=event.id)
+    return [replies[event.id] for event in events]

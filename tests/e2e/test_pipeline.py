@@ -1,0 +1,110 @@
+"""The pipeline's batch functions as jobs on a real daemon: generate -> etl -> train, each
+through `sluice run`, reading and writing the platform's artifact store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sluice.functions import layout
+from sluice.functions.features import FEATURES
+from sluice.serving.artifacts import LocalStore
+from sluice.serving.registry import ModelRegistry
+from tests.conftest import Daemon
+
+pytestmark = pytest.mark.slow
+
+JOBS = {
+    "generate": {"params": {"events": 12_000, "days": 5, "seed": 42, "fraud_rate": 0.01,
+                            "bad_rate": 0.005}},
+    "etl": {},
+    "train": {"params": {"epochs": 2, "lr": 0.003, "width": 32, "seed": 0, "holdout_days": 2,
+                         "promote": "auto"}},
+}
+
+
+def deploy(daemon: Daemon, tmp_path: Path) -> None:
+    for name, extra in JOBS.items():
+        spec = {"name": name, "kind": "job", "handler": f"sluice.functions.{name}:handler",
+                "timeout": 300, **extra}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+        daemon.cli("deploy", str(tmp_path / f"{name}.yaml"))
+
+
+def last_run(daemon: Daemon, name: str) -> dict:
+    return json.loads(daemon.cli("runs", name, "--limit", "1", "-o", "json").stdout)[0]
+
+
+def test_generate_etl_train_run_as_jobs_against_the_platform_store(daemon: Daemon, tmp_path):
+    deploy(daemon, tmp_path)
+    daemon.cli("run", "generate")
+    generated = last_run(daemon, "generate")
+    assert generated["status"] == "succeeded"
+    assert generated["outputs"]["result"]["events"] == 12_000
+
+    result = daemon.cli("run", "etl")
+    assert "5/5" in result.stderr  # progress per raw file
+    etl = last_run(daemon, "etl")["outputs"]["result"]
+    assert etl["lines"] == etl["clean_rows"] + etl["rejected_rows"]
+    assert etl["rejected_rows"] == generated["outputs"]["result"]["bad_lines"] > 0
+
+    result = daemon.cli("run", "train", "--param", "epochs=3")
+    assert "held-out AUC" in result.stderr
+    run = last_run(daemon, "train")
+    outcome = run["outputs"]["result"]
+    assert outcome["model"] == "fraud:1" and outcome["promoted"] is True
+    assert outcome["auc"] > outcome["baseline_auc"] + 0.1
+    assert run["outputs"]["metrics"]["epoch"] == 3  # per-epoch metrics reached the run
+
+    store = LocalStore(daemon.home / "artifacts")  # the platform's default store
+    assert store.list(layout.FEATURES)
+    assert ModelRegistry(store).resolve("fraud@production").version == 1
+
+    # a worse candidate (almost untrained) is registered but not promoted
+    daemon.cli("run", "train", "--param", "epochs=1", "--param", "lr=0.00001")
+    outcome = last_run(daemon, "train")["outputs"]["result"]
+    assert outcome["model"] == "fraud:2" and outcome["promoted"] is False
+    assert "not better than production" in outcome["decision"]
+    assert ModelRegistry(store).aliases("fraud") == {"candidate": 2, "production": 1}
+
+
+def test_enrich_streams_features_that_match_the_offline_replay(daemon: Daemon, tmp_path):
+    from sluice.functions.feature_sqlite import SqliteFeatureStore
+    from sluice.functions.offline import replay
+    from sluice.functions.transactions import generate
+    from tests.e2e.test_kafka import FAST_GROUP, broker_of, create_topic, produce, read_all
+
+    bootstrap = broker_of(daemon)
+    create_topic(bootstrap, "tx", 4)
+    events = [txn for day in generate(events=3_000, days=2, seed=8) for txn in day]
+    messages: list[tuple[str | None, object]] = [(t.card, t.to_json()) for t in events]
+    messages.insert(100, ("c0001", {"id": "broken", "seq": 1}))  # missing most fields
+    produce(bootstrap, "tx", messages)
+    db = tmp_path / "features.db"
+    spec = {"name": "enrich", "kind": "http", "handler": "sluice.functions.enrich:handler",
+            "env": {"SLUICE_FEATURE_STORE": str(db)}, "workers": 2,
+            "triggers": {"events": {
+                "kind": "kafka", "topics": ["tx"], "output": "tx-enriched", "batch": True,
+                "content_type": "application/json", "max_batch_size": 200,
+                **{k: int(v) for k, v in (p.split("=") for p in FAST_GROUP.split(","))}}}}
+    (tmp_path / "enrich.yaml").write_text(yaml.safe_dump(spec))
+    daemon.cli("deploy", str(tmp_path / "enrich.yaml"))
+
+    out = {}
+    for record in read_all(bootstrap, "tx-enriched", len(events), timeout=90):
+        value = json.loads(record.value)
+        out[value["id"]] = (record.key, value)
+    table, final = replay(events)
+    assert len(out) == len(events)
+    for row in table.to_pylist():
+        key, value = out[row["id"]]
+        assert key == row["card"].encode()  # keyed by card, as the input
+        assert value["x"] == [row[name] for name in FEATURES]
+    store = SqliteFeatureStore(db)
+    assert store.get(final) == final  # the online store holds the offline aggregates
+    store.close()
+    [dead] = read_all(bootstrap, "enrich.dead-letter", 1)
+    assert b"missing field(s): card, ts, amount" in dict(dead.headers)["x-sluice-error"]
