@@ -9,7 +9,7 @@ TRITON_VENV  := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 TRITON_PKGS  := nvidia-pytriton==0.7.0 'numpy<2' torch==2.13.0
 
-.PHONY: run test lint bench clean triton-env
+.PHONY: run examples test lint bench clean triton-env
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ $(TRITON_STAMP): Makefile
 
 triton-env: $(TRITON_STAMP)  ## the environment local Triton servers run from
 
-run: $(STAMP)  ## start the embedded platform with the example functions deployed
+# the main job: the card-fraud pipeline end to end (functions/pipeline.yaml); ARGS=--once exits
+run: $(STAMP)  ## the embedded platform with the demo pipeline, end to end
+	$(PY) -m sluice.functions.demo $(ARGS)
+
+examples: $(STAMP)  ## start the platform with the example functions deployed
 	$(VENV)/bin/sluice up --deploy examples/ --deploy examples/nuclio/function.yaml \
 		--deploy examples/jobs/report.yaml
 

@@ -18,27 +18,18 @@ The output record (the ``score`` function's input, and what a trainer could log)
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import nuclio_sdk
 import orjson
 
-from sluice.settings import Settings
-
-from .feature_sqlite import SqliteFeatureStore
+from .feature_sqlite import SqliteFeatureStore, default_path
 from .features import enrich
 from .transactions import InvalidTransaction, Txn
 
 
-def store_path() -> Path:
-    configured = os.environ.get("SLUICE_FEATURE_STORE")
-    return Path(configured) if configured else Settings.from_env().home / "features" / "cards.db"
-
-
 def init_context(context: Any) -> None:
-    context.user_data.store = SqliteFeatureStore(store_path())
+    context.user_data.store = SqliteFeatureStore(default_path())
 
 
 def handler(context: Any, events: list[Any]) -> list[nuclio_sdk.Response]:

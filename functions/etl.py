@@ -11,7 +11,8 @@ becomes a clean row or is written aside with the reason, never dropped silently:
   an id already seen (a re-sent export).
 
 Run it on demand (``sluice run etl``) or on its cron trigger; each run rebuilds the dataset and
-the features from all raw files, so it is safe to repeat.
+the features from all raw files, so it is safe to repeat. It also backfills the online
+feature store with the cards' states after the history (param ``materialize``, default true).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import orjson
 from sluice.serving.artifacts import ArtifactStore
 
 from . import layout, offline
+from .feature_sqlite import SqliteFeatureStore, default_path
+from .feature_store import materialize
+from .features import CardState
 from .transactions import CATEGORIES, InvalidTransaction, Txn
 
 _LETTERS = frozenset(string.ascii_uppercase)
@@ -60,6 +64,7 @@ class EtlReport:
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> lines
     days: list[str] = field(default_factory=list)
     fraud: int = 0
+    states: dict[str, CardState] = field(default_factory=dict, repr=False)  # after the history
 
     def metrics(self) -> dict[str, Any]:
         return {"files": self.files, "lines": self.lines, "clean_rows": self.clean,
@@ -112,15 +117,25 @@ def run(store: ArtifactStore, progress: Any = None) -> EtlReport:
     report.fraud = sum(txn.fraud for txn in good)
     keys = offline.write_days(store, layout.DATASET, offline.transactions_table(good))
     report.days = [layout.day_of(key) or "" for key in keys]
-    table, _ = offline.replay(good)
+    table, report.states = offline.replay(good)
     offline.write_days(store, layout.FEATURES, table)
     return report
 
 
 def handler(context: Any, event: Any) -> dict[str, Any]:
-    """The job's entry point (``sluice.functions.etl:handler``)."""
+    """The job's entry point (``sluice.functions.etl:handler``). With ``materialize`` (the
+    default) the cards' states after the history go to the online store too, where they are
+    newer than what it holds: the stream's features then start from the same history the
+    model was trained on."""
+    params = event.body if isinstance(event.body, dict) else {}
     report = run(layout.store_from_env(), getattr(context, "progress", None))
     metrics = report.metrics()
+    if params.get("materialize", True):
+        online = SqliteFeatureStore(default_path())
+        try:
+            metrics["online_updated"] = materialize(online, report.states)
+        finally:
+            online.close()
     if hasattr(context, "log_metrics"):
         context.log_metrics(metrics)
     context.logger.info_with("etl done", **metrics,

@@ -16,6 +16,7 @@ bit-equal to the offline replay's.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,14 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS card_features (
     state TEXT NOT NULL,
     updated REAL NOT NULL
 )"""
+
+
+def default_path() -> Path:
+    """``$SLUICE_FEATURE_STORE``, else ``$SLUICE_HOME/features/cards.db``."""
+    from sluice.settings import Settings
+
+    configured = os.environ.get("SLUICE_FEATURE_STORE")
+    return Path(configured) if configured else Settings.from_env().home / "features" / "cards.db"
 
 
 class SqliteFeatureStore:

@@ -44,3 +44,14 @@ class MemoryFeatureStore:
 
     def close(self) -> None:
         pass
+
+
+def materialize(store: FeatureStore, states: Mapping[str, CardState]) -> int:
+    """Backfill the online store from an offline replay: each state is written where it is
+    newer (a higher ``last_seq``) than the stored one, so a backfill never undoes events the
+    stream already folded in. Returns how many were written."""
+    current = store.get(states)
+    newer = {key: state for key, state in states.items()
+             if key not in current or current[key].last_seq < state.last_seq}
+    store.put(newer)
+    return len(newer)

@@ -10,9 +10,12 @@ features) finds the bursts.
 
     >>> days = list(generate(events=2_000, days=2, seed=7))
     >>> [len(day) for day in days], days[0][0].id, days[0][0].card
-    ([1000, 1000], 't00000000', 'c0014')
+    ([1000, 1000], 't00000000000', 'c00189')
     >>> list(generate(events=2_000, days=2, seed=7)) == days  # the same seed, the same data
     True
+    >>> later = next(generate(events=500, days=1, seed=7, first_day=2))  # the days after
+    >>> later[0].seq > days[-1][-1].seq, later[0].card in {txn.card for txn in days[0]}
+    (True, True)
 
 Events reach the pipeline two ways: as raw JSON-lines batch files (one per day, with a few
 malformed rows, as real exports have; :func:`raw_lines`) for the ``etl`` job, and as
@@ -39,6 +42,7 @@ COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "PL", "BR", "MX", "
              "RU")
 _HOMES = COUNTRIES[:9]  # cards are issued in these; fraud also comes from the rest
 START = datetime(2026, 1, 1, tzinfo=UTC)
+DAY_SEQ = 10_000_000  # sequence numbers of day d start at d * DAY_SEQ
 
 
 class InvalidTransaction(SluiceError, ValueError):
@@ -123,26 +127,28 @@ def _cards(rng: random.Random, count: int) -> list[_Card]:
     cards = []
     for i in range(count):
         usual = tuple(rng.sample([c for c in CATEGORIES if c not in RISKY], 3))
-        cards.append(_Card(f"c{i:04d}", rng.choice(_HOMES), rng.gauss(3.4, 1.1), usual))
+        cards.append(_Card(f"c{i:05d}", rng.choice(_HOMES), rng.gauss(3.4, 1.1), usual))
     return cards
 
 
 def generate(events: int = 100_000, days: int = 10, seed: int = 42, fraud_rate: float = 0.01,
-             cards: int | None = None) -> Iterator[list[Txn]]:
-    """``events`` transactions over ``days`` days from :data:`START`, one list per day in time
-    order, about ``fraud_rate`` of them fraudulent. ``cards`` defaults to one card per 100
-    events (at least 20)."""
-    if events < days or days < 1:
-        raise ValueError("need at least one day and one event per day")
+             cards: int = 500, first_day: int = 0) -> Iterator[list[Txn]]:
+    """``events`` transactions over ``days`` days, from day ``first_day`` after :data:`START`,
+    one list per day in time order, about ``fraud_rate`` of them fraudulent, made by ``cards``
+    cards. The cards depend on ``seed`` alone and each day on ``seed`` and its number, so
+    later days continue earlier ones (the stream after the history), and sequence numbers
+    (``day * 10**7 + index``) keep rising across them."""
+    if events < days or days < 1 or first_day < 0 or cards < 1:
+        raise ValueError("need at least one day, one event per day and one card")
     rng = random.Random(seed)
-    deck = _cards(rng, cards or max(20, events // 100))
+    deck = _cards(rng, cards)
     weights = [rng.paretovariate(2.0) for _ in deck]  # a few busy cards, many quiet ones
     per_day = events // days
-    seq = 0
-    for day in range(days):
+    for day in range(first_day, first_day + days):
+        rng = random.Random(f"{seed}/{day}")
         start = (START + timedelta(days=day)).timestamp()
         end = start + 86_399.999
-        todays = per_day if day < days - 1 else events - per_day * (days - 1)
+        todays = per_day if day < first_day + days - 1 else events - per_day * (days - 1)
         bursts: list[tuple[float, _Card, int]] = []
         frauds = 0
         while frauds < round(todays * fraud_rate):  # compromised cards, each a burst
@@ -166,11 +172,8 @@ def generate(events: int = 100_000, days: int = 10, seed: int = 42, fraud_rate: 
                 if when >= end:  # the day is over
                     break
         drawn.sort(key=lambda item: item[0])
-        batch = []
-        for when, card, fraud in drawn:
-            batch.append(_transaction(rng, seq, when, card, fraud))
-            seq += 1
-        yield batch
+        yield [_transaction(rng, day * DAY_SEQ + index, when, card, fraud)
+               for index, (when, card, fraud) in enumerate(drawn)]
 
 
 def _daytime(rng: random.Random) -> float:
@@ -194,7 +197,7 @@ def _transaction(rng: random.Random, seq: int, when: float, card: _Card, fraud: 
             amount *= rng.uniform(2.0, 6.0)
         country = card.home if rng.random() < 0.97 else rng.choice(COUNTRIES)  # travel
         category = rng.choice(card.usual) if rng.random() < 0.85 else rng.choice(CATEGORIES)
-    return Txn(f"t{seq:08d}", seq, card.id, round(when, 3), round(max(amount, 0.5), 2),
+    return Txn(f"t{seq:011d}", seq, card.id, round(when, 3), round(max(amount, 0.5), 2),
                f"m{rng.randrange(5_000):04d}", category, country, int(fraud))
 
 

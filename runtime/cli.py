@@ -88,11 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     delete = sub.add_parser("delete", help="stop a function and remove it")
     delete.add_argument("name")
 
-    from . import kafka_cli, models_cli, runs_cli
+    from . import kafka_cli, models_cli, pipeline_cli, runs_cli
 
     kafka_cli.add_commands(sub)
     runs_cli.add_commands(sub)
     models_cli.add_commands(sub)
+    pipeline_cli.add_commands(sub)
 
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
@@ -301,6 +302,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return models(args, _settings(args).artifacts_uri())
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from . import kafka_cli, pipeline_cli
+
+    client = _client(args)
+    return pipeline_cli.cmd_pipeline(
+        args, client, lambda: kafka_cli.connection(_settings(args).kafka_cluster(), client.info))
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     _client(args).delete(args.name)
     print(f"{args.name} deleted")
@@ -320,6 +329,7 @@ COMMANDS = {
     "logs": cmd_logs, "export": cmd_export, "delete": cmd_delete, "scale": cmd_scale,
     "topics": cmd_kafka, "produce": cmd_kafka, "consume": cmd_kafka,
     "run": cmd_runs, "runs": cmd_runs, "schedule": cmd_runs, "models": cmd_models,
+    "pipeline": cmd_pipeline,
 }
 
 

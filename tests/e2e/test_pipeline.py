@@ -4,6 +4,10 @@ through `sluice run`, reading and writing the platform's artifact store."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +15,10 @@ import yaml
 
 from sluice.functions import layout
 from sluice.functions.features import FEATURES
+from sluice.platform.broker import free_port
 from sluice.serving.artifacts import LocalStore
 from sluice.serving.registry import ModelRegistry
-from tests.conftest import Daemon
+from tests.conftest import ROOT, Daemon
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +113,60 @@ def test_enrich_streams_features_that_match_the_offline_replay(daemon: Daemon, t
     store.close()
     [dead] = read_all(bootstrap, "enrich.dead-letter", 1)
     assert b"missing field(s): card, ts, amount" in dict(dead.headers)["x-sluice-error"]
+
+
+def small_pipeline(tmp_path: Path, **generate: object) -> Path:
+    """functions/pipeline.yaml with less history and a quicker training."""
+    data = yaml.safe_load((ROOT / "functions" / "pipeline.yaml").read_text())
+    data["functions"]["generate"]["params"].update(events=4_000, days=4, **generate)
+    data["functions"]["train"]["params"].update(epochs=2, holdout_days=1)
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_pipeline_deploy_is_idempotent_and_status_shows_each_function(daemon: Daemon, tmp_path):
+    path = small_pipeline(tmp_path)
+    first = daemon.cli("pipeline", "deploy", str(path), "-o", "json")
+    report = json.loads(first.stdout)
+    assert report["topics"] == {"transactions": "created (4 partitions)",
+                                "transactions-enriched": "created (4 partitions)",
+                                "fraud-predictions": "created (4 partitions)"}
+    assert all(report["setup"][name].startswith("succeeded") for name in
+               ("generate", "etl", "train"))
+    assert report["functions"]["serve"].startswith("ready")
+    assert "epoch 2/2" in first.stderr  # the setup runs' progress was shown
+
+    again = json.loads(daemon.cli("pipeline", "deploy", str(path), "-o", "json").stdout)
+    assert set(again["functions"].values()) == {"unchanged"}
+    assert set(again["setup"].values()) == {"done before (skipped)"}
+    assert set(again["topics"].values()) == {"exists"}
+
+    rows = {row["name"]: row for row in json.loads(
+        daemon.cli("pipeline", "status", str(path), "-o", "json").stdout)["functions"]}
+    assert rows["serve"]["state"] == "ready" and rows["serve"]["model"] == "fraud:1"
+    assert rows["enrich"]["lag"] == 0 and rows["enrich"]["workers"] == "2/2"
+    assert rows["train"]["last_run"]["status"] == "succeeded"
+    assert rows["train"]["last_run"]["result"]["promoted"] is True
+    text = daemon.cli("pipeline", "status", str(path)).stdout
+    assert "serving fraud:1" in text and "-> fraud:1 AUC" in text
+
+
+def test_make_run_runs_the_pipeline_end_to_end(tmp_path):
+    """The main job, as `make run ARGS=--once` runs it, on a small stream (about a minute)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("SLUICE_HOME", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.functions.demo", "--once", "--events", "3000",
+         "--requests", "50", "--home", str(tmp_path / "demo"), "--port", str(free_port()),
+         "--file", str(small_pipeline(tmp_path))],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "enriched and scored: 3,000 of 3,000" in out
+    live_auc = float(re.search(r"AUC of the live scores: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    assert live_auc > 0.9  # the live features are the ones the model was trained on
+    assert re.search(r"fraud:1  AUC [\d.]+ .*\[production\]|fraud:1  AUC", out)
+    assert "fraud:2" in out and ("promoted" in out or "production unchanged" in out)
+    assert re.search(r"50 V2 requests one by one: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+    assert "sluice pipeline status" in out  # where to look next

@@ -135,3 +135,21 @@ def test_train_says_when_there_is_too_little_history(tmp_path: Path):
     etl.run(store)
     with pytest.raises(Exception, match="covers 2 day\\(s\\); holding out 2"):
         train(store, TrainParams(holdout_days=2))
+
+
+def test_a_backfill_never_undoes_what_the_stream_folded_in(tmp_path):
+    from sluice.functions.feature_store import materialize
+    from sluice.functions.transactions import generate
+
+    history = [t for day in generate(events=2_000, days=2, seed=4) for t in day]
+    stream = [t for day in generate(events=500, days=1, seed=4, first_day=2) for t in day]
+    _, after_history = offline.replay(history)
+    online = SqliteFeatureStore(tmp_path / "features.db")
+    assert materialize(online, after_history) == len(after_history)  # an empty store: all
+    states = online.get(t.card for t in stream)
+    enrich(states, stream)  # the stream goes on from the history
+    online.put(states)
+    assert materialize(online, after_history) == 0  # older than what the stream stored
+    _, after_both = offline.replay(history + stream)
+    assert online.get(after_both) == after_both  # as if one replay had seen it all
+    online.close()
