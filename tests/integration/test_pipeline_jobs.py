@@ -153,3 +153,24 @@ def test_a_backfill_never_undoes_what_the_stream_folded_in(tmp_path):
     _, after_both = offline.replay(history + stream)
     assert online.get(after_both) == after_both  # as if one replay had seen it all
     online.close()
+
+
+def test_tune_searches_on_a_local_ray_and_registers_the_best(tmp_path):
+    from sluice.functions.tune import TuneParams, tune_and_train
+
+    store = LocalStore(tmp_path / "artifacts")
+    write_raw_files(store, events=6_000, days=3, seed=3)
+    etl.run(store)
+    messages: list[str] = []
+    trials, result = tune_and_train(
+        store, TuneParams(trials=3, max_epochs=2, cpus=2, holdout_days=1),
+        progress=lambda step, total, message: messages.append(message))
+    assert len(trials) == 3 and [t.auc for t in trials] == sorted(
+        (t.auc for t in trials), reverse=True)
+    assert sum(m.startswith("trial ") for m in messages) == 3  # each trial reported
+    best = trials[0]
+    # the best configuration, retrained with the same seed, scores what its trial scored
+    assert result.auc == pytest.approx(best.auc, abs=1e-6)
+    record = ModelRegistry(store).resolve("fraud@candidate")
+    assert record.version == result.version == 1
+    assert record.params["lr"] == best.config["lr"] and record.params["epochs"] == best.epochs

@@ -17,7 +17,7 @@ PIPELINE = ROOT / "functions" / "pipeline.yaml"
 def test_the_shipped_pipeline_loads_and_wires_its_topics():
     pipeline = load_pipeline(PIPELINE)
     assert pipeline.name == "fraud"
-    assert pipeline.order() == (["generate", "etl", "train"], ["enrich", "serve"])
+    assert pipeline.order() == (["generate", "etl", "train", "tune"], ["enrich", "serve"])
     assert [step.run for step in pipeline.setup] == ["generate", "etl", "train"]
     assert pipeline.topics_used() == set(pipeline.topics)  # every topic used is declared
     specs = pipeline.specs()
