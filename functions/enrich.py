@@ -32,27 +32,27 @@ def init_context(context: Any) -> None:
     context.user_data.store = SqliteFeatureStore(default_path())
 
 
-def handler(context: Any, events: list[Any]) -> list[nuclio_sdk.Response]:
+def handler(context: Any, events: list[Any]) -> list[Any]:
+    """The replies in the events' order: the enriched record (a dict, sent as JSON) or, for a
+    malformed event, a 400 saying what is wrong."""
     store: SqliteFeatureStore = context.user_data.store
-    replies: dict[str, nuclio_sdk.Response] = {}
-    valid: list[tuple[Any, Txn]] = []
+    replies: list[Any] = []
+    valid: list[tuple[int, Txn]] = []
     for event in events:
         try:
             body = event.body
             if isinstance(body, bytes | str):
                 body = orjson.loads(body)
-            valid.append((event, Txn.from_json(body)))
+            valid.append((len(replies), Txn.from_json(body)))
+            replies.append(None)
         except (InvalidTransaction, orjson.JSONDecodeError) as exc:
-            replies[event.id] = nuclio_sdk.Response(
-                body=f"not a transaction: {exc}", status_code=400, content_type="text/plain",
-                event_id=event.id)
+            replies.append(nuclio_sdk.Response(body=f"not a transaction: {exc}",
+                                               status_code=400, content_type="text/plain"))
     txns = [txn for _, txn in valid]
     states = store.get(txn.card for txn in txns)
     vectors = enrich(states, txns)
     store.put(states)
-    for (event, txn), vector in zip(valid, vectors, strict=True):
-        replies[event.id] = nuclio_sdk.Response(
-            body={"id": txn.id, "seq": txn.seq, "card": txn.card, "ts": txn.ts,
-                  "amount": txn.amount, "fraud": txn.fraud, "x": vector},
-            content_type="application/json", event_id=event.id)
-    return [replies[event.id] for event in events]
+    for (index, txn), vector in zip(valid, vectors, strict=True):
+        replies[index] = {"id": txn.id, "seq": txn.seq, "card": txn.card, "ts": txn.ts,
+                          "amount": txn.amount, "fraud": txn.fraud, "x": vector}
+    return replies

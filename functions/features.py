@@ -24,7 +24,7 @@ equals the offline aggregate over the same events, exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .transactions import RISKY, Txn
@@ -60,7 +60,10 @@ class CardState:
     last_seq: int = -1  # the newest event folded in: a redelivered one is not counted twice
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # (by hand: dataclasses.asdict deep-copies, and cost enrich a third of its time)
+        return {"count": self.count, "amount_sum": self.amount_sum, "last_ts": self.last_ts,
+                "rate": self.rate, "spend": self.spend, "home": self.home,
+                "last_country": self.last_country, "last_seq": self.last_seq}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> CardState:
@@ -100,10 +103,9 @@ def update(state: CardState | None, txn: Txn) -> CardState:
         return CardState(1, txn.amount, txn.ts, 1.0, txn.amount, txn.country, txn.country,
                          txn.seq)
     decay = _decay(state, txn.ts)
-    return replace(state, count=state.count + 1, amount_sum=state.amount_sum + txn.amount,
-                   last_ts=max(state.last_ts, txn.ts), rate=state.rate * decay + 1.0,
-                   spend=state.spend * decay + txn.amount, last_country=txn.country,
-                   last_seq=txn.seq)
+    return CardState(state.count + 1, state.amount_sum + txn.amount, max(state.last_ts, txn.ts),
+                     state.rate * decay + 1.0, state.spend * decay + txn.amount, state.home,
+                     txn.country, txn.seq)
 
 
 def enrich(states: dict[str, CardState], txns: list[Txn]) -> list[list[float]]:

@@ -64,7 +64,12 @@ class ServingRunner:
 
     async def run_batch_async(self, events: Any) -> list[Reply]:
         """A Kafka micro-batch: every message at once, so the batcher merges them (with the
-        HTTP requests arriving meanwhile) into model batches; replies in the events' order."""
+        HTTP requests arriving meanwhile) into model batches; replies in the events' order.
+        Stream messages go through ``Endpoints.score_many``, which stacks one-row records."""
+        if all(getattr(event.trigger, "kind", "") in _STREAMS for event in events):
+            replies = await self.endpoints.score_many([event.body for event in events])
+            return [Reply(status, out, headers.pop("Content-Type", "application/json"), headers)
+                    for status, headers, out in replies]
         return list(await asyncio.gather(*(self.run_async(event) for event in events)))
 
     async def aclose(self) -> None:

@@ -226,3 +226,30 @@ def test_a_stream_record_is_scored_with_its_other_fields_passed_through():
         "id": "t7", "label": 1, "y": [3.0, 5.0, 7.0, 9.0], "norm": pytest.approx(5.477, abs=1e-3)}
     assert orjson.loads(many[2])["batch"] == "b2" and orjson.loads(many[2])["y"][1] == [3.0] * 4
     assert missing[0] == 400 and b"the message has no 'x'" in missing[2]
+
+
+def test_a_micro_batch_of_records_is_stacked_into_one_model_batch():
+    async def main():
+        endpoints, model = served()
+        records = [{"id": f"t{i}", "x": [i, i, i, i]} for i in range(5)]
+        good = await endpoints.score_many(records)
+        batches_for_good = list(model.batches)
+        mixed = await endpoints.score_many([
+            {"id": "a", "x": [1, 1, 1, 1]},
+            {"id": "b", "z": [1]},  # no input: told so, alone
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                         "data": [0, 0, 0, 0]}]},  # a V2 request: answered as one
+            {"id": "c", "x": [2, 2, 2, 2]}])
+        ragged = await endpoints.score_many([{"x": [1, 1, 1, 1]}, {"x": [1, 1]}])
+        return good, batches_for_good, mixed, ragged
+
+    good, batches, mixed, ragged = asyncio.run(main())
+    assert batches == [5]  # five messages, one model batch
+    bodies = [orjson.loads(body) for _, _, body in good]
+    assert [b["id"] for b in bodies] == ["t0", "t1", "t2", "t3", "t4"]
+    assert bodies[3]["y"] == [7.0, 7.0, 7.0, 7.0] and "x" not in bodies[3]
+    assert [status for status, _, _ in mixed] == [200, 400, 200, 200]
+    assert orjson.loads(mixed[0][2])["id"] == "a" and orjson.loads(mixed[3][2])["y"][0] == 5.0
+    assert b"the message has no 'x'" in mixed[1][2]
+    assert "outputs" in orjson.loads(mixed[2][2])  # the V2 response form
+    assert [status for status, _, _ in ragged] == [200, 400]  # scored alone, told why
