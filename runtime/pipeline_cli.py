@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from .errors import ApiError, NotFoundError, PlatformError
+from .errors import ApiError, PlatformError, SpecError
 from .pipeline import PipelineSpec, load_pipeline
 from .spec import FunctionSpec, parse_spec
 
@@ -80,13 +80,15 @@ def unchanged(client: Any, spec: FunctionSpec) -> bool:
 
     try:
         current = client.get(spec.name)
-    except (NotFoundError, ApiError):
-        return False
+    except ApiError as exc:
+        if exc.status == 404:  # not deployed yet
+            return False
+        raise
     if current["status"]["state"] not in ("ready", "degraded"):
         return False
     try:
         deployed = parse_spec(current["spec"])
-    except Exception:
+    except SpecError:  # deployed by an older sluice, say: deploy it again
         return False
     return deployed == with_default_trigger(spec)
 
@@ -163,7 +165,9 @@ def function_status(client: Any, name: str, spec: FunctionSpec) -> dict[str, Any
     """One function's row: state, and what matters for its kind."""
     try:
         current = client.get(name)
-    except NotFoundError:
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
         return {"name": name, "kind": str(spec.kind), "state": "not deployed"}
     status = current["status"]
     row: dict[str, Any] = {"name": name, "kind": status["kind"], "state": status["state"],

@@ -127,6 +127,8 @@ def small_pipeline(tmp_path: Path, **generate: object) -> Path:
 
 def test_pipeline_deploy_is_idempotent_and_status_shows_each_function(daemon: Daemon, tmp_path):
     path = small_pipeline(tmp_path)
+    before = json.loads(daemon.cli("pipeline", "status", str(path), "-o", "json").stdout)
+    assert {row["state"] for row in before["functions"]} == {"not deployed"}
     first = daemon.cli("pipeline", "deploy", str(path), "-o", "json")
     report = json.loads(first.stdout)
     assert report["topics"] == {"transactions": "created (4 partitions)",
