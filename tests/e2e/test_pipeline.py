@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,37 @@ def test_make_run_runs_the_pipeline_end_to_end(tmp_path):
     assert "fraud:2" in out and ("promoted" in out or "production unchanged" in out)
     assert re.search(r"50 V2 requests one by one: p50 [\d.]+ ms, p99 [\d.]+ ms", out)
     assert "sluice pipeline status" in out  # where to look next
+
+
+@pytest.mark.timeout(300)
+def test_a_platform_restart_mid_stream_loses_no_event(tmp_path):
+    """The platform dies (SIGKILL) while the stream flows and its workers are still joining
+    their groups; restarted, it resumes from the committed offsets: every event is scored.
+    (Workers that stopped during a join once wedged Tansu's group for good: see the Kafka
+    trigger's _no_leave_while_joining.)"""
+    from sluice.functions.stream import Predictions, Scored, publish
+    from sluice.functions.transactions import generate
+    from sluice.platform.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=free_port()).start()  # outlives the platform
+    daemon = Daemon(home=tmp_path / "home", port=free_port())
+    os.environ["SLUICE_KAFKA_BOOTSTRAP"] = broker.bootstrap
+    try:
+        daemon.start()
+        daemon.cli("pipeline", "deploy", str(small_pipeline(tmp_path)))
+        live = [t for day in generate(4_000, 1, 42, cards=500, first_day=4) for t in day]
+        predictions = Predictions([broker.bootstrap], "fraud-predictions")
+        publish([broker.bootstrap], "transactions", live[:2_000])
+        time.sleep(1.0)  # some of it is in flight
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGKILL)  # the platform dies; its workers follow
+        daemon.process.wait()
+        publish([broker.bootstrap], "transactions", live[2_000:])  # the stream goes on
+        daemon.start()  # restores the functions; their groups resume from the commits
+        scored = predictions.collect({t.id for t in live}, Scored(), time.monotonic() + 150)
+        predictions.close()
+        assert len(scored.labels) == len(live)
+    finally:
+        os.environ.pop("SLUICE_KAFKA_BOOTSTRAP", None)
+        daemon.stop()
+        broker.stop()

@@ -240,6 +240,8 @@ class KafkaTriggerLoop:
         return records
 
     def _close(self) -> None:
+        if self._consumer is not None:
+            _close_without_leaving(self._consumer)
         for client in (self._consumer, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -391,3 +393,17 @@ class KafkaTriggerLoop:
                 consumer.seek_to_beginning(tp)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.tracker.forget, list(consumer.assignment()))
+
+
+def _close_without_leaving(consumer: Any) -> None:
+    """Make the consumer's close skip LeaveGroup: the group drops this member after the
+    session timeout instead, as it does a killed one. Tansu (0.6) keeps a member that leaves
+    while a join is pending as the group's leader for good, and every later member then waits
+    for that leader's assignment forever. A join is pending more often than it looks: when
+    one worker of a group leaves, the others rejoin, so the second of two workers stopping
+    together (a restart, a redeploy) leaves mid-join. Seen: the platform restarted and its
+    enrich group never consumed again. The cost is a session timeout (6 s by default) before
+    a stopped worker's partitions move. (kafka-python 3.0.12's coordinator, pinned.)"""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator.maybe_leave_group = lambda *args, **kwargs: None
