@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -71,21 +71,30 @@ class TrainParams:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> TrainParams:
         """From a run's params: unknown names and wrong types are refused by name."""
-        params = dict(params or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise SpecError(f"train params: unknown {', '.join(unknown)} (known: "
-                            f"{', '.join(known)})")
-        typed: dict[str, Any] = {}
-        for name, value in params.items():
-            default = getattr(cls, name)
-            try:
-                typed[name] = type(default)(value) if not isinstance(default, str) else str(value)
-            except (TypeError, ValueError):
-                kind = {int: "a whole number", float: "a number"}[type(default)]
-                raise SpecError(f"train params: {name} must be {kind}, got {value!r}") from None
-        return cls(**typed)
+        return typed_params(cls, params, "train")
+
+
+P = TypeVar("P")
+
+
+def typed_params(cls: type[P], params: dict[str, Any] | None, job: str) -> P:
+    """A params dataclass (its fields all with defaults) from a run's params: unknown names
+    and values that do not convert to a default's type are refused by name."""
+    params = dict(params or {})
+    known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise SpecError(f"{job} params: unknown {', '.join(unknown)} (known: "
+                        f"{', '.join(known)})")
+    typed: dict[str, Any] = {}
+    for name, value in params.items():
+        default = getattr(cls, name)
+        try:
+            typed[name] = type(default)(value) if not isinstance(default, str) else str(value)
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number"}[type(default)]
+            raise SpecError(f"{job} params: {name} must be {kind}, got {value!r}") from None
+    return cls(**typed)
 
 
 class FraudNet(torch.nn.Module):

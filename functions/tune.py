@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -24,7 +24,7 @@ import numpy as np
 from sluice.errors import SpecError
 
 from . import layout, offline
-from .train import Epoch, TrainParams, TrainResult, arrays, fit, split, train
+from .train import Epoch, TrainParams, TrainResult, arrays, fit, split, train, typed_params
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,13 @@ class TuneParams:
             raise SpecError("tune params: max_epochs must be 1 to 1000")
         if not 1 <= self.cpus <= 1024:
             raise SpecError("tune params: cpus must be at least 1")
+        if self.promote not in ("auto", "always", "never"):  # before the search, not after
+            raise SpecError("tune params: promote must be auto, always or never")
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> TuneParams:
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise SpecError(f"tune params: unknown {', '.join(unknown)} (known: "
-                            f"{', '.join(sorted(known))})")
-        return cls(**params)
+        """From a run's params: unknown names and wrong types are refused by name."""
+        return typed_params(cls, params, "tune")
 
 
 @dataclass(frozen=True)

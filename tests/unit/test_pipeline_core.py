@@ -142,3 +142,15 @@ def test_train_params_are_checked_by_name():
         TrainParams.from_params({"epochs": "many"})
     with pytest.raises(SpecError, match="promote must be auto, always or never"):
         TrainParams.from_params({"promote": "sometimes"})
+
+
+def test_tune_params_are_checked_by_name_before_any_search():
+    from sluice.functions.tune import TuneParams
+
+    assert TuneParams.from_params({"trials": "3"}) == TuneParams(trials=3)
+    with pytest.raises(SpecError, match="tune params: unknown trial "):
+        TuneParams.from_params({"trial": 3})
+    with pytest.raises(SpecError, match="tune params: cpus must be a whole number, got 'x'"):
+        TuneParams.from_params({"cpus": "x"})
+    with pytest.raises(SpecError, match="tune params: promote must be auto, always or never"):
+        TuneParams.from_params({"promote": "yes"})
