@@ -183,7 +183,9 @@ def _name_from_file(path: Path) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-") or "function"
 
 
-def _spec_from_yaml(path: Path) -> dict[str, Any]:
+def yaml_mapping(path: Path, holds: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; SpecError for bad YAML or anything else at the top
+    (``holds``: what the mapping should be, for the message)."""
     import yaml
 
     try:
@@ -191,7 +193,12 @@ def _spec_from_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: must hold a mapping (a function spec or a Nuclio function.yaml)")
+        raise SpecError(f"{path}: must hold a mapping ({holds})")
+    return data
+
+
+def _spec_from_yaml(path: Path) -> dict[str, Any]:
+    data = yaml_mapping(path, "a function spec or a Nuclio function.yaml")
     if str(data.get("apiVersion", "")).startswith("nuclio.io/"):
         from .nuclio_config import from_nuclio
 

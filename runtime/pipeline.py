@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError
+from .packaging import yaml_mapping
 from .spec import NAME_PATTERN, FunctionSpec, Kind, format_validation_error, parse_spec
 
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
@@ -97,12 +97,7 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such pipeline file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: must hold a mapping (name:, topics:, functions:, setup:)")
+    data = yaml_mapping(path, "name:, topics:, functions:, setup:")
     try:
         pipeline = PipelineSpec.model_validate(data)
     except ValidationError as exc:
