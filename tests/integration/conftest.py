@@ -28,3 +28,18 @@ def s3_client(endpoint: str) -> Any:
 
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: Any, tmp_path: Any, s3_endpoint: str) -> Any:
+    """An artifact store: a local folder, and (the second run) a bucket with a prefix on
+    moto's S3 server."""
+    from sluice.serving.artifacts import LocalStore, S3Store
+
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    client = s3_client(s3_endpoint)
+    bucket = f"store-{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    client.create_bucket(Bucket=bucket)
+    return S3Store(bucket, "team/sluice", client=client)
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.compute as pc
@@ -18,19 +19,8 @@ from sluice.functions.features import FEATURES, enrich
 from sluice.functions.generate import write_raw_files
 from sluice.functions.train import TrainParams, train
 from sluice.functions.transactions import CATEGORIES, Txn
-from sluice.serving.artifacts import LocalStore, S3Store
+from sluice.serving.artifacts import LocalStore
 from sluice.serving.registry import ModelRegistry
-from tests.integration.conftest import s3_client
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path, s3_endpoint):  # type: ignore[no-untyped-def]
-    if request.param == "local":
-        return LocalStore(tmp_path / "artifacts")
-    client = s3_client(s3_endpoint)
-    bucket = f"data-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    client.create_bucket(Bucket=bucket)
-    return S3Store(bucket, "pipeline", client=client)
 
 
 def test_etl_keeps_every_line_as_a_clean_row_or_a_rejected_one_with_its_reason(store):
@@ -62,6 +52,14 @@ def test_etl_keeps_every_line_as_a_clean_row_or_a_rejected_one_with_its_reason(s
     assert offline.fingerprint(store, layout.FEATURES) == before
 
 
+def cleaned(tmp_path: Path, **generate: Any) -> LocalStore:
+    """A local artifact store with generated raw files put through the etl job."""
+    store = LocalStore(tmp_path / "artifacts")
+    write_raw_files(store, **generate)
+    etl.run(store)
+    return store
+
+
 def test_etl_without_raw_files_says_where_it_looked(tmp_path):
     with pytest.raises(Exception, match="no raw files under 'raw/transactions/'"):
         etl.run(LocalStore(tmp_path / "empty"))
@@ -73,9 +71,7 @@ def clean_transactions(store) -> list[Txn]:  # type: ignore[no-untyped-def]
 
 
 def test_online_store_values_equal_the_offline_aggregates_over_the_same_events(tmp_path):
-    store = LocalStore(tmp_path / "artifacts")
-    write_raw_files(store, events=6_000, days=2, seed=11)
-    etl.run(store)
+    store = cleaned(tmp_path, events=6_000, days=2, seed=11)
     events = clean_transactions(store)
     online = SqliteFeatureStore(tmp_path / "features.db")
     rng = random.Random(3)
@@ -102,9 +98,7 @@ def test_online_store_values_equal_the_offline_aggregates_over_the_same_events(t
 
 
 def test_train_registers_a_model_that_beats_the_baseline_and_refuses_a_worse_one(tmp_path):
-    store = LocalStore(tmp_path / "artifacts")
-    write_raw_files(store, events=24_000, days=6, seed=21)
-    etl.run(store)
+    store = cleaned(tmp_path, events=24_000, days=6, seed=21)
     steps: list[str] = []
     first = train(store, TrainParams(epochs=3, seed=1), progress=lambda s, t, m: steps.append(m))
     assert len(steps) == 3 and "held-out AUC" in steps[-1]
@@ -130,9 +124,7 @@ def test_train_registers_a_model_that_beats_the_baseline_and_refuses_a_worse_one
 
 
 def test_train_says_when_there_is_too_little_history(tmp_path: Path):
-    store = LocalStore(tmp_path / "artifacts")
-    write_raw_files(store, events=500, days=2, seed=1)
-    etl.run(store)
+    store = cleaned(tmp_path, events=500, days=2, seed=1)
     with pytest.raises(Exception, match="covers 2 day\\(s\\); holding out 2"):
         train(store, TrainParams(holdout_days=2))
 
@@ -158,9 +150,7 @@ def test_a_backfill_never_undoes_what_the_stream_folded_in(tmp_path):
 def test_tune_searches_on_a_local_ray_and_registers_the_best(tmp_path):
     from sluice.functions.tune import TuneParams, tune_and_train
 
-    store = LocalStore(tmp_path / "artifacts")
-    write_raw_files(store, events=6_000, days=3, seed=3)
-    etl.run(store)
+    store = cleaned(tmp_path, events=6_000, days=3, seed=3)
     messages: list[str] = []
     trials, result = tune_and_train(
         store, TuneParams(trials=3, max_epochs=2, cpus=2, holdout_days=1),

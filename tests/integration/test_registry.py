@@ -15,16 +15,6 @@ from sluice.serving.registry import ModelRegistry, parse_ref
 from tests.integration.conftest import s3_client
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path, s3_endpoint):  # type: ignore[no-untyped-def]
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    client = s3_client(s3_endpoint)
-    bucket = f"models-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    client.create_bucket(Bucket=bucket)
-    return S3Store(bucket, "team/sluice", client=client)
-
-
 def model_file(tmp_path: Path, content: bytes, name: str = "model.pt") -> Path:
     path = tmp_path / "src" / name
     path.parent.mkdir(exist_ok=True)
