@@ -24,12 +24,10 @@ from . import layout
 from .features import FEATURES, CardState, enrich
 from .transactions import Txn
 
-TXN_COLUMNS = ("id", "seq", "card", "ts", "amount", "merchant", "category", "country", "fraud")
-
 
 def transactions_table(txns: list[Txn]) -> pa.Table:
     """Transactions as columns (the cleaned dataset's schema)."""
-    return pa.table({name: [getattr(txn, name) for txn in txns] for name in TXN_COLUMNS},
+    return pa.table({name: [getattr(txn, name) for txn in txns] for name in _TXN_SCHEMA.names},
                     schema=_TXN_SCHEMA)
 
 
@@ -86,17 +84,13 @@ def partition_keys(store: ArtifactStore, prefix: str) -> list[str]:
                   if key.endswith(".parquet") and layout.day_of(key) is not None)
 
 
-def read_days(store: ArtifactStore, prefix: str, days: Iterable[str] | None = None
-              ) -> pa.Table:
-    """The day partitions under ``prefix`` (all, or those of ``days``) as one table, in time
-    order."""
-    wanted = None if days is None else set(days)
+def read_days(store: ArtifactStore, prefix: str) -> pa.Table:
+    """The day partitions under ``prefix`` as one table, in time order."""
     tables = [pq.read_table(io.BytesIO(store.get_bytes(key)))
-              for key in partition_keys(store, prefix)
-              if wanted is None or layout.day_of(key) in wanted]
+              for key in partition_keys(store, prefix)]
     if not tables:
         raise NotFoundError(f"no Parquet partitions under {prefix!r} in {store.uri}: run "
-                                "the etl job first")
+                            "the etl job first")
     table = pa.concat_tables(tables)
     return table.sort_by([("ts", "ascending"), ("seq", "ascending")])
 

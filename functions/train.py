@@ -210,14 +210,22 @@ class TrainResult:
     history: list[Epoch]
 
 
+Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x, y, held-out x, held-out y
+
+
+def training_data(store: Any, holdout_days: int) -> Data:
+    """The offline features, split into training rows and the last ``holdout_days`` days."""
+    train_rows, held_rows = split(offline.read_days(store, layout.FEATURES), holdout_days)
+    return (*arrays(train_rows), *arrays(held_rows))
+
+
 def train(store: Any, params: TrainParams, gpus: int = 0,
           progress: Callable[[float, float, str], None] | None = None,
-          log_metrics: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """The whole job against an artifact store (see the module's docstring)."""
-    table = offline.read_days(store, layout.FEATURES)
-    train_rows, held_rows = split(table, params.holdout_days)
-    x, y = arrays(train_rows)
-    x_held, y_held = arrays(held_rows)
+          log_metrics: Callable[[dict[str, Any]], None] | None = None,
+          data: Data | None = None) -> TrainResult:
+    """The whole job against an artifact store (see the module's docstring); ``data``: the
+    split already read (the tune job's)."""
+    x, y, x_held, y_held = data or training_data(store, params.holdout_days)
     device, warning = choose_device(gpus)
     if warning:
         log.warning(warning)

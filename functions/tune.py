@@ -23,8 +23,8 @@ import numpy as np
 
 from sluice.errors import SpecError
 
-from . import layout, offline
-from .train import Epoch, TrainParams, TrainResult, arrays, fit, split, train, typed_params
+from . import layout
+from .train import Data, Epoch, TrainParams, TrainResult, fit, train, training_data, typed_params
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _trial(config: dict[str, Any], data: tuple[np.ndarray, ...]) -> None:
     fit(x, y, x_held, y_held, params, on_epoch=report)
 
 
-def search(data: tuple[np.ndarray, ...], params: TuneParams,
+def search(data: Data, params: TuneParams,
            progress: Callable[[float, float, str], None] | None = None) -> list[Trial]:
     """Every trial's configuration and best held-out AUC, best first."""
     import ray
@@ -148,16 +148,15 @@ def tune_and_train(store: Any, params: TuneParams, gpus: int = 0,
                    ) -> tuple[list[Trial], TrainResult]:
     """The whole job: search, then train the best configuration (its best epoch count) with
     the train job's code, registering and promoting as it does."""
-    table = offline.read_days(store, layout.FEATURES)
-    train_rows, held_rows = split(table, params.holdout_days)
-    trials = search((*arrays(train_rows), *arrays(held_rows)), params, progress)
+    data = training_data(store, params.holdout_days)
+    trials = search(data, params, progress)
     best = trials[0]
     final = TrainParams(model=params.model, epochs=best.epochs, lr=best.config["lr"],
                         width=best.config["width"], seed=params.seed,
                         holdout_days=params.holdout_days, promote=params.promote)
     if log_metrics is not None:
         log_metrics({"trials": len(trials), "best_trial_auc": round(best.auc, 5)})
-    return trials, train(store, final, gpus, progress, log_metrics)
+    return trials, train(store, final, gpus, progress, log_metrics, data)
 
 
 def handler(context: Any, event: Any) -> dict[str, Any]:
