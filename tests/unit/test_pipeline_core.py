@@ -154,3 +154,18 @@ def test_tune_params_are_checked_by_name_before_any_search():
         TuneParams.from_params({"cpus": "x"})
     with pytest.raises(SpecError, match="tune params: promote must be auto, always or never"):
         TuneParams.from_params({"promote": "yes"})
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"days": 0}, "days must be 1 to 366"),
+    ({"events": 3, "days": 5}, "events at least days"),
+    ({"fraud_rate": 0.7}, "fraud_rate and bad_rate must be 0 to 0.5"),
+    ({"cards": 0}, "cards must be at least 1"),
+])
+def test_generate_params_are_refused_with_the_reason(tmp_path, params, message):
+    from sluice.functions.generate import write_raw_files
+    from sluice.serving.artifacts import LocalStore
+
+    with pytest.raises(SpecError, match=message):
+        write_raw_files(LocalStore(tmp_path), **params)
+    assert not list(tmp_path.iterdir())  # nothing written
