@@ -34,7 +34,7 @@ import httpx
 from sluice.client import Client
 from sluice.errors import PlatformError, SluiceError
 from sluice.pipeline import load_pipeline
-from sluice.pipeline_cli import cmd_deploy, follow_run
+from sluice.pipeline_cli import cmd_deploy, follow_run, served_model
 from sluice.serving.artifacts import open_store
 from sluice.serving.registry import ModelRegistry
 from sluice.settings import Settings
@@ -114,11 +114,9 @@ def serving_latency(endpoint: str, vectors: list[list[float]]) -> list[float]:
 
 
 def served_version(endpoint: str) -> int | None:
-    try:
-        versions = httpx.get(f"{endpoint}/v2/models/fraud", timeout=3.0).json()["versions"]
-        return int(versions[-1])
-    except (httpx.HTTPError, KeyError, ValueError, IndexError):
-        return None
+    """The fraud model version serve reports over V2 (None while it does not answer)."""
+    served = served_model(endpoint, "fraud")
+    return int(served.rsplit(":", 1)[1]) if served else None
 
 
 def percentile(values: list[float], share: float) -> float:
