@@ -245,11 +245,14 @@ class Endpoints:
         self._count(model, 200)
         return reply
 
-    async def score_many(self, payloads: Sequence[Any]) -> list[Reply]:
+    async def score_many(self, payloads: Sequence[Any],
+                         message_headers: Sequence[Mapping[str, str]] | None = None
+                         ) -> list[Reply]:
         """A micro-batch of stream messages, replies in order. The one-row records among them
         (``{"x": [...], ...}``) are stacked into one request per ``max_batch`` rows, so 500
         messages cost a few submissions, not 500; anything else (a V2 request, a record of
-        several rows, records whose values do not stack) goes through :meth:`score`."""
+        several rows, records whose values do not stack) goes through :meth:`score`, with its
+        message's headers (``message_headers``: a binary V2 request's header length is one)."""
         model = next(iter(self.models.values())) if len(self.models) == 1 else None
         picked: list[int] = []
         records: list[Mapping[str, Any]] = []
@@ -284,7 +287,8 @@ class Endpoints:
                     self._count(model, 200)
         rest = [index for index, reply in enumerate(replies) if reply is None]
         for index, reply in zip(rest, await asyncio.gather(
-                *(self.score(payloads[index], {}) for index in rest)), strict=True):
+                *(self.score(payloads[index], message_headers[index] if message_headers else {})
+                  for index in rest)), strict=True):
             replies[index] = reply
         return cast(list[Reply], replies)
 

@@ -67,7 +67,8 @@ class ServingRunner:
         HTTP requests arriving meanwhile) into model batches; replies in the events' order.
         Stream messages go through ``Endpoints.score_many``, which stacks one-row records."""
         if all(getattr(event.trigger, "kind", "") in _STREAMS for event in events):
-            replies = await self.endpoints.score_many([event.body for event in events])
+            replies = await self.endpoints.score_many([event.body for event in events],
+                                                      [event.headers or {} for event in events])
             return [Reply(status, out, headers.pop("Content-Type", "application/json"), headers)
                     for status, headers, out in replies]
         return list(await asyncio.gather(*(self.run_async(event) for event in events)))
