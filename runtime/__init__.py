@@ -19,7 +19,9 @@ __all__ = [
     "PlatformError",
     "SluiceError",
     "SpecError",
+    "deploy_notebook",
     "from_nuclio",
+    "nuclio_dashboard_url",
     "parse_spec",
     "to_nuclio",
 ]
@@ -32,6 +34,8 @@ _LAZY = {
     "parse_spec": "sluice.spec",
     "from_nuclio": "sluice.nuclio_config",
     "to_nuclio": "sluice.nuclio_config",
+    "deploy_notebook": "sluice.notebook",
+    "nuclio_dashboard_url": "sluice.notebook",
     "ApiError": "sluice.errors",
     "HandlerError": "sluice.errors",
     "NotFoundError": "sluice.errors",
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
         SpecError,
     )
     from .function import Function
+    from .notebook import deploy_notebook, nuclio_dashboard_url
     from .nuclio_config import from_nuclio, to_nuclio
     from .spec import FunctionSpec, HttpTrigger, parse_spec
 

@@ -35,9 +35,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="where the platform is: API address, state directory")
 
-    deploy = sub.add_parser("deploy", help="deploy a handler file or a function.yaml")
+    deploy = sub.add_parser("deploy",
+                            help="deploy a handler file, a function.yaml or a notebook")
     deploy.add_argument("path", type=Path, nargs="?",
-                        help="FILE.py (handler) or function.yaml (none with --model)")
+                        help="FILE.py (handler), function.yaml, or NOTEBOOK.ipynb (exported as "
+                             "nuclio-jupyter does: '# nuclio: ignore' cells dropped, %%nuclio "
+                             "magics read); none with --model")
     deploy.add_argument("--name", help="function name (default: from the file)")
     deploy.add_argument("--handler", help="'module:function' or 'function' (default: handler)")
     deploy.add_argument("--kind", choices=["http", "job", "serving"])
@@ -187,6 +190,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 1
     print(f"API              {info['api_url']}  (pid {info['pid']}, version {info['version']})")
     print(f"token            {settings.token_path}")
+    print(f"nuclio dashboard {info['api_url']}/nuclio  (for nuclio-jupyter: "
+          "sluice.nuclio_dashboard_url() adds the token)")
     print(f"broker           {info.get('broker') or '-'}")
     print(f"functions        {info['functions']}")
     return 0

@@ -31,6 +31,13 @@ class Client:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
 
+    def nuclio_dashboard_url(self) -> str:
+        """The Nuclio dashboard URL nuclio-jupyter deploys to (``%nuclio deploy -d URL``,
+        ``nuclio.deploy_file(..., dashboard_url=URL)``), with the token as its password."""
+        parts = urlsplit(self.api_url)
+        auth = f"sluice:{quote(self.token, safe='')}@" if self.token else ""
+        return f"{parts.scheme}://{auth}{parts.netloc}/nuclio"
+
     # -- transport -----------------------------------------------------------------------------
     def _open(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None

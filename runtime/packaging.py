@@ -1,4 +1,5 @@
-"""From what a user points at (a handler file, a function.yaml) to a spec dict for the API.
+"""From what a user points at (a handler file, a function.yaml, a notebook) to a spec dict for
+the API.
 
 This runs in the CLI, so it stays light: plain dicts out, validation happens once, on the platform
 (which answers with a message naming the bad field).
@@ -13,7 +14,7 @@ from typing import Any
 
 from .errors import SpecError
 
-FUNCTION_FILE_SUFFIXES = (".py", ".yaml", ".yml")
+FUNCTION_FILE_SUFFIXES = (".py", ".yaml", ".yml")  # what `sluice up DIR` deploys
 
 
 def parse_trigger_option(text: str) -> tuple[str, dict[str, Any]]:
@@ -82,8 +83,8 @@ def spec_from_path(
     ``serving`` (from :func:`serving_options`) makes it a serving function."""
     if path is None:  # a registry model and nothing else: `sluice deploy --model fraud@prod`
         if not serving or not serving.get("model"):
-            raise SpecError("give a handler file (.py), a function.yaml, or --model to serve a "
-                            "registry model")
+            raise SpecError("give a handler file (.py), a function.yaml, a notebook (.ipynb), "
+                            "or --model to serve a registry model")
         spec: dict[str, Any] = {"name": name or re.split("[@:]", serving["model"])[0]}
     elif not path.exists():
         raise SpecError(f"{path}: no such file")
@@ -95,8 +96,13 @@ def spec_from_path(
         }
     elif path.suffix in (".yaml", ".yml"):
         spec = _spec_from_yaml(path)
+    elif path.suffix == ".ipynb":
+        from .notebook import spec_from_notebook
+
+        spec = spec_from_notebook(path, name)
     else:
-        raise SpecError(f"{path}: deploy a handler file (.py) or a function.yaml")
+        raise SpecError(f"{path}: deploy a handler file (.py), a function.yaml or a notebook "
+                        "(.ipynb)")
     if name:
         spec["name"] = name
     if handler:

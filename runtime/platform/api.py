@@ -1,15 +1,20 @@
 """The platform's REST API (Starlette): the CLI, the Python client and notebooks talk to this.
 
 Reads are open on the loopback interface; anything that changes state or runs code (every method
-but GET/HEAD, and invoke with any method) needs ``Authorization: Bearer <token>`` from
-``$SLUICE_HOME/token``. Errors are
-``{"error": "..."}`` with a fitting status; a traceback is never the interface.
+but GET/HEAD, and invoke with any method) needs the token from ``$SLUICE_HOME/token``: as
+``Authorization: Bearer <token>``, as the password of HTTP Basic auth, or as the session cookie
+nuclio-jupyter sends for ``V3IO_ACCESS_KEY`` (``session=j:{"sid": "<token>"}``). Errors are
+``{"error": "..."}`` with a fitting status; a traceback is never the interface. The Nuclio
+dashboard's API for notebooks lives under ``/nuclio/api`` (nuclio_api.py).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
+import re
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -25,6 +30,7 @@ from . import metrics
 from .api_io import Endpoint, error_response, int_param, json_body, json_response
 from .base import InvokeRequest
 from .local import LocalPlatform
+from .nuclio_api import NuclioDashboard
 from .runs_api import run_routes
 
 log = logging.getLogger("sluice.api")
@@ -69,6 +75,8 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
     async def deploy(request: Request) -> Response:
         payload = await json_body(request)
         spec_data = payload.get("spec") if isinstance(payload, dict) else None
+        if isinstance(payload, dict) and ("metadata" in payload or "apiVersion" in payload):
+            raise SpecError(_NUCLIO_HINT.format(base=str(request.base_url).rstrip("/")))
         if spec_data is None:
             raise SpecError("request body must be {\"spec\": {...}}")
         status = await platform.deploy(parse_spec(spec_data, prefix="spec."))
@@ -116,6 +124,9 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
         await platform.list()  # refresh the per-state gauge
         return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
 
+    async def nuclio_elsewhere(request: Request) -> Response:
+        return error_response(404, _NUCLIO_HINT.format(base=str(request.base_url).rstrip("/")))
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     routes = [
         Route("/api/info", guarded(get_info), methods=["GET"]),
@@ -131,11 +142,37 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
         Route("/api/functions/{name}/logs", guarded(logs), methods=["GET"]),
         Route("/metrics", guarded(prometheus), methods=["GET"]),
         *run_routes(platform, guarded),
+        *NuclioDashboard(platform).routes(guarded),
+        Route("/api/projects", nuclio_elsewhere, methods=["GET", "POST"]),
     ]
     return Starlette(routes=routes)
 
 
+_NUCLIO_HINT = ("this is sluice's own API; Nuclio clients (nuclio-jupyter's %nuclio deploy, "
+                "nuclio.deploy_file) take the dashboard URL {base}/nuclio")
+_SESSION = re.compile(r'j:\{\s*"sid"\s*:\s*"([^"]*)"\s*\}')
+
+
 def _authorized(request: Request, token: str) -> bool:
+    return any(given and hmac.compare_digest(given.encode(), token.encode())
+               for given in _offered_tokens(request))
+
+
+def _offered_tokens(request: Request) -> list[str]:
+    """What the request offers as the token: a bearer token, a Basic auth password, or the
+    session cookie nuclio-jupyter sends for ``V3IO_ACCESS_KEY``."""
+    offered = []
     header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        offered.append(value.strip())
+    elif scheme.lower() == "basic":
+        try:
+            credentials = base64.b64decode(value.strip(), validate=True).decode()
+            offered.append(credentials.partition(":")[2])
+        except (binascii.Error, UnicodeDecodeError):
+            pass
+    session = _SESSION.fullmatch(request.cookies.get("session", "").strip())
+    if session is not None:
+        offered.append(session.group(1))
+    return offered

@@ -95,6 +95,8 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     print(f"sluice is up in {time.monotonic() - started:.2f}s", file=out)
     print(f"  API          {api_url}   (token: {settings.token_path})", file=out)
     print(f"  state        {settings.home}", file=out)
+    print(f"  nuclio       {api_url}/nuclio   (the dashboard URL for nuclio-jupyter; "
+          "sluice.nuclio_dashboard_url() adds the token)", file=out)
     if bootstrap:
         kind = "embedded Tansu, in memory" if broker is not None else "your cluster"
         print(f"  kafka        {bootstrap}   ({kind})", file=out)

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS paused_schedules (
     trigger    TEXT NOT NULL,
     PRIMARY KEY (function, trigger)
 );
+CREATE TABLE IF NOT EXISTS projects (
+    name        TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    created     REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id           TEXT PRIMARY KEY,
     function     TEXT NOT NULL,
@@ -165,6 +170,21 @@ class Store:
         self._db.execute("DELETE FROM schedules WHERE function=?", (name,))
         self._db.execute("DELETE FROM paused_schedules WHERE function=?", (name,))
         self._db.execute("DELETE FROM schedule_fires WHERE function=?", (name,))
+
+    # -- projects (the Nuclio dashboard API's grouping of functions) ------------------------
+    def put_project(self, name: str, description: str = "") -> None:
+        self._db.execute(
+            "INSERT INTO projects (name, description, created) VALUES (?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET description=excluded.description",
+            (name, description, time.time()))
+
+    def projects(self) -> dict[str, tuple[str, float]]:
+        """Project name -> (description, created)."""
+        rows = self._db.execute("SELECT name, description, created FROM projects ORDER BY name")
+        return {name: (description, created) for name, description, created in rows}
+
+    def delete_project(self, name: str) -> None:
+        self._db.execute("DELETE FROM projects WHERE name=?", (name,))
 
     # -- schedules -----------------------------------------------------------------------------
     def last_fired(self, function: str, trigger: str) -> float | None:

@@ -1,0 +1,103 @@
+"""Real notebooks (tests/notebooks/*.ipynb) executed for real on an ipykernel with nbclient,
+deploying themselves with ``%nuclio deploy`` (nuclio-jupyter's own code) to a real daemon; and
+the same notebooks deployed with ``sluice deploy x.ipynb`` and ``sluice.deploy_notebook``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import sluice
+from sluice.client import Client
+from tests.conftest import ROOT, Daemon
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = ROOT / "tests" / "notebooks"
+
+
+def execute(notebook: Path, daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs every cell on a fresh python3 kernel; the text of all its outputs."""
+    # the kernel inherits these: %nuclio deploy finds its notebook and the dashboard by them
+    monkeypatch.setenv("JUPYTER_NOTEBOOK_FILE_NAME", str(notebook))
+    monkeypatch.setenv("SLUICE_NUCLIO_URL", Client(daemon.api, daemon.token).nuclio_dashboard_url())
+    book = nbformat.read(notebook, as_version=4)
+    NotebookClient(book, kernel_name="python3", timeout=180,
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    texts = []
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", "") or json.dumps(output.get("data", {})))
+    return "".join(texts)
+
+
+def score(endpoint: str, amount: float) -> dict:
+    reply = httpx.post(endpoint + "/", json={"amount": amount}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return reply.json()  # type: ignore[no-any-return]
+
+
+def test_a_notebook_deploys_itself_with_nuclio_magics(daemon: Daemon,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    output = execute(NOTEBOOKS / "scorer.ipynb", daemon, monkeypatch)
+    assert "done creating nb-scorer" in output, output
+
+    status = httpx.get(f"{daemon.api}/api/functions/nb-scorer").json()
+    assert status["status"]["state"] == "ready"
+    assert status["spec"]["env"] == {"THRESHOLD": "0.5"}  # from %nuclio env
+    assert status["spec"]["workers"] == 1  # %nuclio config ...maxWorkers = 1
+    assert status["spec"]["labels"]["nuclio.io/project-name"] == "demo"  # -p demo
+    # the handler answers; the '# nuclio: ignore' cell is not part of the function
+    assert score(status["status"]["endpoint"], 800) == {"risk": 0.8, "flagged": True,
+                                                         "explored": False}
+
+
+def test_a_notebook_whose_deploy_fails_reports_why(daemon: Daemon,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    output = execute(NOTEBOOKS / "misnamed_handler.ipynb", daemon, monkeypatch)
+    assert "Failed to deploy" in output, output
+    assert "%nuclio: error: cannot deploy function 'nb-broken'" in output
+    status = httpx.get(f"{daemon.api}/nuclio/api/functions/nb-broken").json()["status"]
+    assert status["state"] == "error"
+    assert "handler" in status["message"] and "handle" in status["message"]
+    assert status["message"] in output  # nuclio-jupyter printed sluice's reason
+
+
+def test_sluice_deploy_notebook(daemon: Daemon):
+    deployed = json.loads(daemon.cli("deploy", str(NOTEBOOKS / "scorer.ipynb"), "--name",
+                                     "cli-scorer", "-o", "json").stdout)
+    assert deployed["status"]["state"] == "ready"
+    assert deployed["spec"]["handler"] == "scorer-nuclio:handler"  # nuclio-jupyter's naming
+    assert score(deployed["status"]["endpoint"], 100) == {"risk": 0.1, "flagged": False,
+                                                          "explored": False}
+
+
+def test_sluice_deploy_of_a_broken_notebook_file_says_what_is_wrong(daemon: Daemon,
+                                                                    tmp_path: Path):
+    notebook = tmp_path / "not-json.ipynb"
+    notebook.write_text("{ this is not a notebook")
+    failed = daemon.cli("deploy", str(notebook), check=False)
+    assert failed.returncode != 0
+    assert "nuclio-jupyter could not export the notebook" in failed.stderr
+    assert str(notebook) in failed.stderr
+
+
+def test_deploy_notebook_from_python(daemon: Daemon, monkeypatch: pytest.MonkeyPatch):
+    from nuclio.triggers import HttpTrigger
+
+    monkeypatch.setenv("SLUICE_HOME", str(daemon.home))
+    monkeypatch.setenv("SLUICE_API_PORT", str(daemon.port))
+    result = sluice.deploy_notebook(NOTEBOOKS / "scorer.ipynb", name="py-scorer",
+                                    triggers=[HttpTrigger(workers=2)], env={"THRESHOLD": "0.05"},
+                                    project="demo")
+    status = result["status"]
+    assert status["state"] == "ready" and status["workers"] == 2
+    assert list(result["spec"]["triggers"]) == ["http"]  # replaced the notebook's own
+    assert score(status["endpoint"], 100) == {"risk": 0.1, "flagged": True, "explored": False}
+    url = sluice.nuclio_dashboard_url()
+    assert url == f"http://sluice:{daemon.token}@127.0.0.1:{daemon.port}/nuclio"
