@@ -4,8 +4,9 @@ Accepted: ``apiVersion: nuclio.io/v1beta1`` / ``kind: NuclioFunction`` (what nuc
 dashboard use) and ``apiVersion: nuclio.io/v1`` / ``kind: Function`` (what nuclio-jupyter writes).
 Fields that only matter to Nuclio's image builder or to Kubernetes (image, volumes, node
 selection...) are accepted and have no local effect; fields sluice cannot honour yet are refused
-with a message naming them, never silently dropped. This runs in the CLI: plain dicts only; the
-platform validates the result as a FunctionSpec.
+with a message naming them, never silently dropped. ``spec.build.commands`` (pip installs) run
+into an environment of the function's own (sluice.platform.build_env). This runs in the CLI:
+plain dicts only; the platform validates the result as a FunctionSpec.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _BUILD_IGNORED = {"noBaseImagesPull", "baseImage", "path", "registry", "image", 
                   "noCache", "noCleanup", "onbuildImage", "dependencies", "timestamp",
                   "codeEntryType", "codeEntryAttributes", "mode", "builderKind", "flags",
                   "functionConfigPath", "runtimeAttributes", "Directives", "directives",
-                  "buildTimeoutSeconds", "addedObjectPaths"}
+                  "addedObjectPaths"}
 _TRIGGER_FIELDS = {"kind", "name", "class", "url", "numWorkers", "maxWorkers", "attributes",
                    "annotations", "workerAvailabilityTimeoutMilliseconds", "disabled",
                    "workerAllocatorName", "explicitAckMode", "batch", "mode", "username",
@@ -177,15 +178,35 @@ def from_nuclio(config: dict[str, Any], source: str = "function.yaml") -> dict[s
     if workers:
         out["workers"] = workers
     build = _mapping(spec.get("build"), "spec.build")
-    _check_fields(build, _BUILD_IGNORED | {"functionSourceCode", "commands"}, "spec.build")
-    if build.get("commands"):
-        raise _fail("spec.build.commands", "build commands (pip installs) are not supported yet; "
-                    "install the packages into the platform's environment instead")
+    _check_fields(build, _BUILD_IGNORED | {"functionSourceCode", "commands",
+                                           "buildTimeoutSeconds"}, "spec.build")
+    commands = _commands(build.get("commands"))
+    if commands:  # run into the function's own environment (sluice.platform.build_env)
+        out["build"] = {"commands": commands}
+        if build.get("buildTimeoutSeconds"):
+            out["build"]["timeout"] = build["buildTimeoutSeconds"]
     code = build.get("functionSourceCode")
     if code:
         module = str(out.get("handler", "main:handler")).split(":")[0]
         out["source"] = {"filename": f"{module.split('.')[-1]}.py", "code": _base64(code)}
     return out
+
+
+def _commands(value: Any) -> list[str]:
+    """Nuclio's commands list; nuclio-jupyter's ``%nuclio config spec.build.commands = "..."``
+    sets a single string, which is one command."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise _fail("spec.build.commands", "must be a list of shell commands, e.g. "
+                    "['pip install pandas']")
+    for i, command in enumerate(value):
+        if not isinstance(command, str):
+            raise _fail(f"spec.build.commands[{i}]", "must be a shell command line (a string), "
+                        f"got {type(command).__name__}")
+    return list(value)
 
 
 def _base64(code: Any) -> str:
@@ -431,8 +452,16 @@ def to_nuclio(spec: dict[str, Any], api_version: str = "nuclio.io/v1beta1") -> d
         triggers[name] = rendered
     if triggers:
         nspec["triggers"] = triggers
+    build: dict[str, Any] = {}
     if spec.get("source"):
-        nspec["build"] = {"functionSourceCode": spec["source"]["code"]}
+        build["functionSourceCode"] = spec["source"]["code"]
+    commands = (spec.get("build") or {}).get("commands")
+    if commands:
+        build["commands"] = list(commands)
+        timeout = float(spec["build"].get("timeout", 600.0))
+        build["buildTimeoutSeconds"] = int(timeout) if timeout.is_integer() else timeout
+    if build:
+        nspec["build"] = build
     metadata: dict[str, Any] = {"name": spec["name"]}
     if spec.get("labels"):
         metadata["labels"] = spec["labels"]

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 HANDLER_PATTERN = r"^[A-Za-z_][\w.-]*:[A-Za-z_]\w*$"
 SOURCE_FILENAME_PATTERN = r"^[A-Za-z_][\w.-]*\.py$"
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
+MAX_BUILD_COMMANDS = 64
+MAX_COMMAND_CHARS = 8192
 
 
 class Kind(StrEnum):
@@ -233,6 +236,25 @@ class Source(_Frozen):
         return cls(filename=filename, code=base64.b64encode(code).decode("ascii"))
 
 
+def _command(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a build command is a shell command line, e.g. 'pip install pandas'")
+    if "\x00" in value:
+        raise ValueError("a build command cannot hold a NUL character")
+    return value
+
+
+class Build(_Frozen):
+    """Nuclio's spec.build.commands: shell commands (pip installs) run once, in order, into an
+    environment of the function's own before its workers start; functions with the same
+    commands share that environment (see sluice.platform.build_env)."""
+
+    commands: Annotated[list[Annotated[str, Field(max_length=MAX_COMMAND_CHARS),
+                                       AfterValidator(_command)]],
+                        Field(max_length=MAX_BUILD_COMMANDS)] = []
+    timeout: Annotated[float, Field(gt=0, le=86_400)] = 600.0  # the whole build, in seconds
+
+
 class FunctionSpec(_Frozen):
     """A packaged function: a Python handler plus how it runs and what triggers it."""
 
@@ -258,6 +280,7 @@ class FunctionSpec(_Frozen):
     params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.-]{0,62}$")], Any] = {}
     labels: dict[str, str] = {}
     source: Source | None = None
+    build: Build | None = None  # pip installs into the function's own environment
     serving: Serving | None = None  # kind: serving
 
     @model_validator(mode="before")

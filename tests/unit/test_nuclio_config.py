@@ -81,7 +81,7 @@ def test_http_batching_attributes():
      "spec.triggers.t.attributes.prt: unknown Nuclio field"),
     (nuclio_function(triggers={"t": {"kind": "http", "numWorkers": 0}}),
      "spec.triggers.t.numWorkers: must be a whole number >= 1"),
-    (nuclio_function(build={"commands": ["pip install x"]}), "spec.build.commands"),
+    (nuclio_function(build={"commands": ["pip install x", 1]}), "spec.build.commands[1]: must"),
 ])
 def test_bad_nuclio_configs_name_the_field(config, message):
     with pytest.raises(SpecError) as info:
