@@ -1,7 +1,8 @@
 """Where the platform keeps its state and where its API listens, read once and typed.
 
 ``SLUICE_HOME`` (default ``~/.sluice``) holds everything: the SQLite state, function sources, logs,
-metrics, the API token and ``daemon.json`` (the running daemon's address, which the CLI reads).
+metrics, the environments of functions with build commands (``envs/``), the API token and
+``daemon.json`` (the running daemon's address, which the CLI reads).
 ``SLUICE_API_PORT`` (default 8070) and ``SLUICE_API_URL`` choose the API address.
 
 A real Kafka cluster is configured in ``$SLUICE_HOME/config.yaml``::
@@ -80,6 +81,11 @@ class Settings:
     @property
     def metrics_dir(self) -> Path:
         return self.home / "metrics"
+
+    @property
+    def envs_dir(self) -> Path:
+        """Build environments: one venv per distinct ``build.commands`` list, made on first use."""
+        return self.home / "envs"
 
     @property
     def token_path(self) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from sluice.spec import FunctionSpec, HttpTrigger, Kind
 
 from .base import FunctionStatus
+from .build_env import BuildEnv
 from .logs import FunctionLog
 from .states import FunctionState
 from .supervisor import WorkerSet
@@ -29,6 +30,7 @@ class Deployed:
     sock: socket.socket | None = None
     workers: WorkerSet | None = None
     source_dir: Path | None = None
+    build_env: BuildEnv | None = None  # the venv its build commands ran into
     restarts: int = 0
     updated: float = field(default_factory=time.time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from sluice.worker.config import EXIT_STARTUP_FAILED
 from sluice.worker.job import JobConfig
 
+from .build_env import BuildEnv, environ_for, python_for
 from .logs import FunctionLog, pump
 from .states import RunState
 from .supervisor import describe_exit
@@ -51,6 +51,7 @@ class AttemptProcess:
     timeout: float
     grace: float
     on_message: OnMessage
+    build_env: BuildEnv | None = None  # the function's build commands' venv: its python runs it
     process: asyncio.subprocess.Process | None = None
     _messages: list[dict[str, Any]] = field(default_factory=list)
 
@@ -58,10 +59,12 @@ class AttemptProcess:
         control_r, control_w = os.pipe()
         config = replace(self.config, control_fd=control_w, parent_fd=self.lifeline_fd)
         self.config_path.write_text(config.to_json())
-        env = {**os.environ, **self.config.env, "PYTHONUNBUFFERED": "1"}
+        env = {**environ_for(self.build_env, os.environ), **self.config.env,
+               "PYTHONUNBUFFERED": "1"}
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sluice.worker.job", "--config", str(self.config_path),
+                python_for(self.build_env), "-m", "sluice.worker.job", "--config",
+                str(self.config_path),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(control_w, self.lifeline_fd), env=env,
                 start_new_session=True,

@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from sluice.spec import FunctionSpec
 from sluice.worker.job import JobConfig
 
 from . import metrics
+from .build_env import BuildEnv, environ_for, python_for
 from .job_process import Attempt, AttemptProcess
 from .logs import FunctionLog
 from .states import RunState, can_move_run
@@ -51,6 +51,7 @@ class JobTarget:
     generation: int
     source_dir: Path | None
     log: FunctionLog
+    build_env: BuildEnv | None = None  # its build commands' venv (None: the platform's python)
 
 
 @dataclass
@@ -160,9 +161,10 @@ class Jobs:
         path = folder / f"check-{target.generation}.json"
         path.write_text(job_config(target, "check").to_json())
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sluice.worker.job", "--check", "--config", str(path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, **target.spec.env},
+            python_for(target.build_env), "-m", "sluice.worker.job", "--check", "--config",
+            str(path), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**environ_for(target.build_env, os.environ), **target.spec.env},
             start_new_session=True)
         try:
             _, err = await asyncio.wait_for(process.communicate(), timeout)
@@ -314,7 +316,8 @@ class Jobs:
         path.parent.mkdir(parents=True, exist_ok=True)
         process = AttemptProcess(config, path, logs, self.lifeline_fd, target.spec.timeout,
                                  target.spec.termination_grace,
-                                 lambda message: self._on_message(run.id, message, logs))
+                                 lambda message: self._on_message(run.id, message, logs),
+                                 target.build_env)
         try:
             return await process.run()
         finally:

@@ -23,6 +23,7 @@ from sluice.spec import FunctionSpec, Kind, parse_spec
 
 from . import metrics
 from .base import FunctionStatus, InvokeRequest, InvokeResponse
+from .build_env import BuildEnv, EnvBuilder, keys_in_use
 from .cron_targets import Deliver, HttpCronTarget, JobCronTarget
 from .deployed import Deployed, status_of, with_default_trigger
 from .jobs import Jobs, JobTarget
@@ -47,6 +48,7 @@ class LocalPlatform:
                                        kafka_security or {}, settings.artifacts_uri(),
                                        str(settings.home))
         self.functions: dict[str, Deployed] = {}
+        self.envs = EnvBuilder(settings.envs_dir)  # the venvs of functions' build commands
         self._store: Store | None = None
         self._lifeline_r = self._lifeline_w = -1
         self._client: httpx.AsyncClient | None = None
@@ -86,6 +88,8 @@ class LocalPlatform:
                           self.settings.functions_dir, self._lifeline_r, self.api_url,
                           self.defaults.env())
         self.recovered = self._jobs.recover()
+        # build environments that no stored function uses any more go now
+        await asyncio.to_thread(self.envs.prune, keys_in_use(r.spec for r in self.store.all()))
         await self._restore()
 
     async def _restore(self) -> None:
@@ -187,8 +191,18 @@ class LocalPlatform:
         serving = fn.state in (FunctionState.READY, FunctionState.DEGRADED)
         self._move(fn, FunctionState.DEPLOYING, f"deploying generation {generation}")
         fn.log.event("info", f"deploying generation {generation}", generation=generation)
+        try:
+            build_env = await self.envs.for_spec(
+                spec, fn.log, source_dir or self.settings.functions_dir / spec.name,
+                lambda step: self._move(fn, FunctionState.DEPLOYING, f"deploying generation "
+                                        f"{generation}: building its environment, {step}"),
+                generation=generation)
+        except DeployError as exc:
+            raise self._failed(fn, spec, generation, f"generation {generation} failed to "
+                               f"build: {exc}", serving) from None
         if spec.kind == Kind.JOB:
-            return await self._roll_out_job(fn, spec, source_dir, generation, started, serving)
+            return await self._roll_out_job(fn, spec, source_dir, generation, started, serving,
+                                            build_env)
         trigger = spec.http_trigger
         new_sock = None
         try:
@@ -208,30 +222,37 @@ class LocalPlatform:
                 sock.fileno() if sock is not None else None,
                 on_change=lambda: self._on_workers_changed(fn),
                 on_restart=lambda code: self._on_restart(fn),
+                build_env=build_env,
             )
             (self.settings.functions_dir / spec.name).mkdir(parents=True, exist_ok=True)
             await workers.start()
         except Exception as exc:  # DeployError, OSError, or anything unforeseen: never stuck
             if new_sock is not None:
                 new_sock.close()
-            metrics.DEPLOYS.labels("failed").inc()
             message = f"generation {generation} failed to start: {exc}"
             if not isinstance(exc, DeployError | OSError):
                 message = f"generation {generation} failed: {type(exc).__name__}: {exc}"
-            fn.log.event("error", message, generation=generation)
-            if previous is not None:
-                self._move(fn, FunctionState.READY, message)
-            else:
-                fn.spec, fn.generation = spec, generation
-                self._move(fn, FunctionState.ERROR, message)
-                self._save(fn)
-            raise DeployError(f"function {spec.name!r}: {message}") from None
+            raise self._failed(fn, spec, generation, message, previous is not None) from None
         old_sock = fn.sock if new_sock is not None else None
         fn.spec, fn.generation, fn.workers = spec, generation, workers
-        fn.source_dir = source_dir
+        fn.source_dir, fn.build_env = source_dir, build_env
         if new_sock is not None:
             fn.sock = new_sock
         return self._rolled_out(fn, previous, old_sock, started, "")
+
+    def _failed(self, fn: Deployed, spec: FunctionSpec, generation: int, message: str,
+                serving: bool) -> DeployError:
+        """A generation that did not make it: the previous one stays if one is serving, else
+        the function is in error. Returns the error for the deploy to raise."""
+        metrics.DEPLOYS.labels("failed").inc()
+        fn.log.event("error", message, generation=generation)
+        if serving:
+            self._move(fn, FunctionState.READY, message)
+        else:
+            fn.spec, fn.generation = spec, generation
+            self._move(fn, FunctionState.ERROR, message)
+            self._save(fn)
+        return DeployError(f"function {spec.name!r}: {message}")
 
     def _rolled_out(self, fn: Deployed, previous: WorkerSet | None,
                     old_sock: socket.socket | None, started: float, note: str
@@ -248,30 +269,25 @@ class LocalPlatform:
         return self._status_of(fn)
 
     async def _roll_out_job(self, fn: Deployed, spec: FunctionSpec, source_dir: Path | None,
-                            generation: int, started: float, serving: bool) -> FunctionStatus:
+                            generation: int, started: float, serving: bool,
+                            build_env: BuildEnv | None) -> FunctionStatus:
         """A job has no workers: the deploy checks that its handler imports; each run then
         starts its own process. Runs already going finish on the version they started with."""
         previous = fn.workers
         try:
-            await self.jobs.check(JobTarget(spec, generation, source_dir, fn.log))
+            await self.jobs.check(JobTarget(spec, generation, source_dir, fn.log, build_env))
         except DeployError as exc:
-            metrics.DEPLOYS.labels("failed").inc()
-            message = f"generation {generation} failed to start: {exc}"
-            fn.log.event("error", message, generation=generation)
-            if serving:
-                self._move(fn, FunctionState.READY, message)  # the previous version stays
-            else:
-                fn.spec, fn.generation = spec, generation
-                self._move(fn, FunctionState.ERROR, message)
-                self._save(fn)
-            raise DeployError(f"function {spec.name!r}: {message}") from None
+            raise self._failed(fn, spec, generation,
+                               f"generation {generation} failed to start: {exc}",
+                               serving) from None
         old_sock, fn.sock = fn.sock, None  # a function that was http before
         fn.spec, fn.generation, fn.workers, fn.source_dir = spec, generation, None, source_dir
+        fn.build_env = build_env
         return self._rolled_out(fn, previous, old_sock, started,
                                 " (a job: each run is a process)")
 
     def _job_target(self, fn: Deployed) -> JobTarget:
-        return JobTarget(fn.spec, fn.generation, fn.source_dir, fn.log)
+        return JobTarget(fn.spec, fn.generation, fn.source_dir, fn.log, fn.build_env)
 
     def _schedule(self, fn: Deployed) -> None:
         """(Re)start the function's cron schedules: a job's fires start runs; any other

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +22,7 @@ from typing import Any
 from sluice.errors import DeployError
 from sluice.worker.config import EXIT_OK, EXIT_RECYCLED, WorkerConfig
 
+from .build_env import BuildEnv, environ_for, python_for
 from .logs import FunctionLog, pump
 
 READY_TIMEOUT = 60.0
@@ -62,11 +62,13 @@ class WorkerProcess:
     """One worker process and its pipes."""
 
     def __init__(self, config: WorkerConfig, config_path: Path, log: FunctionLog,
-                 on_health: Callable[[int, bool, str], None] | None = None) -> None:
+                 on_health: Callable[[int, bool, str], None] | None = None,
+                 build_env: BuildEnv | None = None) -> None:
         self.config = config
         self.config_path = config_path
         self.log = log
         self.on_health = on_health
+        self.build_env = build_env  # the function's build commands' venv: its python runs it
         self.process: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.stopping = False
@@ -82,13 +84,14 @@ class WorkerProcess:
         config = replace(self.config, control_fd=control_w, parent_fd=lifeline_fd,
                          listen_fd=listen_fd)
         self.config_path.write_text(config.to_json())
-        env = dict(os.environ)
+        env = environ_for(self.build_env, os.environ)
         env.update(self.config.env)
         env["PYTHONUNBUFFERED"] = "1"
         fds = [control_w, lifeline_fd] + ([listen_fd] if listen_fd is not None else [])
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sluice.worker", "--config", str(self.config_path),
+                python_for(self.build_env), "-m", "sluice.worker", "--config",
+                str(self.config_path),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -193,8 +196,10 @@ class WorkerSet:
         listen_fd: int | None,
         on_change: OnChange,
         on_restart: Callable[[int], None],
+        build_env: BuildEnv | None = None,
     ) -> None:
         self.configs = configs
+        self.build_env = build_env
         self.state_dir = state_dir
         self.log = log
         self.lifeline_fd = lifeline_fd
@@ -210,7 +215,7 @@ class WorkerSet:
 
     def _new(self, config: WorkerConfig) -> WorkerProcess:
         path = self.state_dir / f"worker-{config.generation}-{config.worker_id}.json"
-        worker = WorkerProcess(config, path, self.log, self._health)
+        worker = WorkerProcess(config, path, self.log, self._health, self.build_env)
         self.workers[config.worker_id] = worker
         return worker
 
