@@ -96,7 +96,9 @@ def spec_from_path(
         }
     elif path.suffix in (".yaml", ".yml"):
         spec = _spec_from_yaml(path)
-    elif path.suffix == ".ipynb":
+    elif path.suffix == ".ipynb" and kind == "job":  # run whole, with papermill
+        spec = _notebook_job(path, name)
+    elif path.suffix == ".ipynb":  # a handler in a notebook, exported as nuclio-jupyter does
         from .notebook import spec_from_notebook
 
         spec = spec_from_notebook(path, name)
@@ -201,6 +203,24 @@ def yaml_mapping(path: Path, holds: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: must hold a mapping ({holds})")
     return data
+
+
+def _notebook_job(path: Path, name: str | None) -> dict[str, Any]:
+    """A job that executes the notebook with papermill on each run; its params are the
+    notebook's ``parameters`` cell."""
+    from .worker.notebook_job import HANDLER, declared_params
+
+    module = re.sub(r"\W", "_", path.stem)
+    if not module[:1].isalpha():
+        module = f"nb_{module}"
+    try:
+        params = declared_params(path)
+    except Exception as exc:  # papermill reads the JSON: a broken file is the user's to fix
+        raise SpecError(f"{path}: cannot read the notebook: {type(exc).__name__}: {exc}") from None
+    return {"name": name or _name_from_file(path), "kind": "job", "handler": f"{module}:{HANDLER}",
+            "source": {"filename": f"{module}.ipynb",
+                       "code": base64.b64encode(path.read_bytes()).decode("ascii")},
+            "params": params}
 
 
 def _spec_from_yaml(path: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from .settings import KAFKA_SECURITY_KEYS
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 # module names may hold '-': nuclio-jupyter exports handlers like 'scorer-nuclio:handler'
 HANDLER_PATTERN = r"^[A-Za-z_][\w.-]*:[A-Za-z_]\w*$"
-SOURCE_FILENAME_PATTERN = r"^[A-Za-z_][\w.-]*\.py$"
+SOURCE_FILENAME_PATTERN = r"^[A-Za-z_][\w.-]*\.(py|ipynb)$"  # a notebook: a job
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 MAX_BUILD_COMMANDS = 64
 MAX_COMMAND_CHARS = 8192
@@ -290,6 +290,15 @@ class FunctionSpec(_Frozen):
         if isinstance(data, dict) and data.get("kind") == "job" and "timeout" not in data:
             return {**data, "timeout": 3600.0}
         return data
+
+    @model_validator(mode="after")
+    def _notebooks_are_jobs(self) -> FunctionSpec:
+        if self.source is not None and self.source.filename.endswith(".ipynb") and (
+                self.kind != Kind.JOB):
+            raise ValueError(f"source.filename: a notebook ({self.source.filename}) runs as a "
+                             "job (kind: job), executed whole; for a handler in a notebook, "
+                             "deploy the .ipynb itself and it is exported to Python")
+        return self
 
     @model_validator(mode="after")
     def _triggers_fit_the_kind(self) -> FunctionSpec:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import inspect
 import json
 import math
@@ -39,6 +40,7 @@ import nuclio_sdk
 import orjson
 
 from .config import EXIT_OK, EXIT_STARTUP_FAILED
+from .notebook_job import check_notebook, notebook_of, run_notebook
 
 EXIT_FAILED = 1
 MAX_OUTPUT_BYTES = 1024 * 1024  # outputs hold metrics and URIs; data goes to the artifact store
@@ -232,6 +234,11 @@ def call_job(function: Any, context: JobContext, event: nuclio_sdk.Event,
     return outputs, ""
 
 
+def _run_notebook(notebook: Path, config: JobConfig, context: JobContext,
+                  event: nuclio_sdk.Event) -> dict[str, Any]:
+    return run_notebook(notebook, context, dict(event.body), config.function, config.run_id)
+
+
 def run(config: JobConfig) -> int:
     from sluice.errors import HandlerError
     from sluice.handler import load_handler, run_init_context
@@ -241,15 +248,21 @@ def run(config: JobConfig) -> int:
         _watch_lifeline(config.parent_fd)
     context = make_job_context(config, control)
     loop = asyncio.new_event_loop()  # the process ends with the run: it is never closed
+    notebook = notebook_of(config.handler, config.source_dir)
     try:
-        loaded = load_handler(config.handler, Path(config.source_dir) if config.source_dir
-                              else None)
-        loop.run_until_complete(run_init_context(loaded, context))
+        if notebook is not None:  # a notebook job: papermill runs it
+            check_notebook(notebook)
+            function: Callable[..., Any] = functools.partial(_run_notebook, notebook, config)
+        else:
+            loaded = load_handler(config.handler, Path(config.source_dir) if config.source_dir
+                                  else None)
+            loop.run_until_complete(run_init_context(loaded, context))
+            function = loaded.function
     except HandlerError as exc:
         control.send(event="failed", error=str(exc), retry=False)
         return EXIT_STARTUP_FAILED
     control.send(event="started", pid=os.getpid())
-    outputs, error = call_job(loaded.function, context, make_job_event(config), loop)
+    outputs, error = call_job(function, context, make_job_event(config), loop)
     if outputs is None:
         control.send(event="error", error=error)
         return EXIT_FAILED
@@ -263,7 +276,11 @@ def check(config: JobConfig) -> int:
     from sluice.handler import load_handler
 
     try:
-        load_handler(config.handler, Path(config.source_dir) if config.source_dir else None)
+        notebook = notebook_of(config.handler, config.source_dir)
+        if notebook is not None:
+            check_notebook(notebook)
+        else:
+            load_handler(config.handler, Path(config.source_dir) if config.source_dir else None)
     except HandlerError as exc:
         print(str(exc), file=sys.stderr, flush=True)
         return EXIT_STARTUP_FAILED

@@ -15,10 +15,12 @@ from nbclient import NotebookClient
 import sluice
 from sluice.client import Client
 from tests.conftest import ROOT, Daemon
+from tests.integration.test_build_env import tiny_wheel
 
 pytestmark = pytest.mark.slow
 
 NOTEBOOKS = ROOT / "tests" / "notebooks"
+EXAMPLES = ROOT / "examples" / "notebooks"
 
 
 def execute(notebook: Path, daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -44,7 +46,7 @@ def score(endpoint: str, amount: float) -> dict:
 
 def test_a_notebook_deploys_itself_with_nuclio_magics(daemon: Daemon,
                                                       monkeypatch: pytest.MonkeyPatch):
-    output = execute(NOTEBOOKS / "scorer.ipynb", daemon, monkeypatch)
+    output = execute(EXAMPLES / "scorer.ipynb", daemon, monkeypatch)
     assert "done creating nb-scorer" in output, output
 
     status = httpx.get(f"{daemon.api}/api/functions/nb-scorer").json()
@@ -68,8 +70,24 @@ def test_a_notebook_whose_deploy_fails_reports_why(daemon: Daemon,
     assert status["message"] in output  # nuclio-jupyter printed sluice's reason
 
 
+def test_nuclio_cmd_installs_into_the_functions_own_environment(
+        daemon: Daemon, monkeypatch: pytest.MonkeyPatch):
+    tiny_wheel(daemon.home / "wheels")  # where the notebook's pip command finds it, offline
+    output = execute(NOTEBOOKS / "build_commands.ipynb", daemon, monkeypatch)
+    assert "done creating nb-built" in output, output
+    # the build's own lines were printed by nuclio-jupyter as the deploy went
+    assert "command 1/1 started: pip install --no-index" in output
+    status = httpx.get(f"{daemon.api}/api/functions/nb-built").json()
+    assert status["spec"]["build"]["commands"] == [
+        'pip install --no-index --no-deps --find-links "$SLUICE_HOME/wheels" tinypkg']
+    reply = httpx.post(status["status"]["endpoint"] + "/", json={}, timeout=30)
+    assert reply.json() == {"value": 42}
+    with pytest.raises(ModuleNotFoundError):  # installed for the function, not here
+        __import__("tinypkg")
+
+
 def test_sluice_deploy_notebook(daemon: Daemon):
-    deployed = json.loads(daemon.cli("deploy", str(NOTEBOOKS / "scorer.ipynb"), "--name",
+    deployed = json.loads(daemon.cli("deploy", str(EXAMPLES / "scorer.ipynb"), "--name",
                                      "cli-scorer", "-o", "json").stdout)
     assert deployed["status"]["state"] == "ready"
     assert deployed["spec"]["handler"] == "scorer-nuclio:handler"  # nuclio-jupyter's naming
@@ -92,7 +110,7 @@ def test_deploy_notebook_from_python(daemon: Daemon, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setenv("SLUICE_HOME", str(daemon.home))
     monkeypatch.setenv("SLUICE_API_PORT", str(daemon.port))
-    result = sluice.deploy_notebook(NOTEBOOKS / "scorer.ipynb", name="py-scorer",
+    result = sluice.deploy_notebook(EXAMPLES / "scorer.ipynb", name="py-scorer",
                                     triggers=[HttpTrigger(workers=2)], env={"THRESHOLD": "0.05"},
                                     project="demo")
     status = result["status"]
@@ -101,3 +119,59 @@ def test_deploy_notebook_from_python(daemon: Daemon, monkeypatch: pytest.MonkeyP
     assert score(status["endpoint"], 100) == {"risk": 0.1, "flagged": True, "explored": False}
     url = sluice.nuclio_dashboard_url()
     assert url == f"http://sluice:{daemon.token}@127.0.0.1:{daemon.port}/nuclio"
+
+
+# -- notebook jobs: papermill --------------------------------------------------------------------
+
+
+def test_a_notebook_job_runs_with_params_and_keeps_the_executed_notebook(daemon: Daemon):
+    deployed = json.loads(daemon.cli("deploy", str(EXAMPLES / "report.ipynb"), "--kind", "job",
+                                     "-o", "json").stdout)
+    assert deployed["status"]["state"] == "ready"
+    # the parameters cell's values are the job's params, checked on every run
+    assert deployed["spec"]["params"] == {"alpha": 0.1, "rows": 10, "label": "demo"}
+    refused = daemon.cli("run", "report", "--param", "rows=many", check=False)
+    assert refused.returncode == 1 and "params.rows" in refused.stderr
+
+    result = daemon.cli("run", "report", "--param", "rows=20", "--param", "label=nightly")
+    assert "nightly: total 19.00 over 20 rows" in result.stdout  # the cell's print, in the log
+    assert "3/3" in result.stderr  # progress: one step per code cell
+    [run] = json.loads(daemon.cli("runs", "report", "-o", "json").stdout)
+    assert run["status"] == "succeeded"
+    assert run["outputs"]["result"]["cells"] == 3
+    executed = nbformat.reads(stored(daemon, run["outputs"]["artifacts"]["notebook"]),
+                              as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "rows = 20" in injected[0].source
+    last = executed.cells[-1].outputs[0]["data"]["text/plain"]
+    assert float(last) == pytest.approx(19.0)  # the notebook's result, computed in the run
+
+
+def test_a_notebook_job_whose_cell_raises_fails_with_the_cell_and_keeps_the_notebook(
+        daemon: Daemon):
+    daemon.cli("deploy", str(EXAMPLES / "report.ipynb"), "--kind", "job", "--name", "rep")
+    failed = daemon.cli("run", "rep", "--param", "rows=-1", check=False)
+    assert failed.returncode != 0
+    [run] = json.loads(daemon.cli("runs", "rep", "-o", "json").stdout)
+    assert run["status"] == "failed"
+    assert "ValueError: rows must be >= 0" in run["reason"]
+    executed = nbformat.reads(stored(daemon, run["outputs"]["artifacts"]["notebook"]),
+                              as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert errors and errors[0]["evalue"] == "rows must be >= 0"
+
+
+def test_a_job_from_a_file_that_is_no_notebook_is_refused(daemon: Daemon, tmp_path: Path):
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text('{"cells": "not a list"}')
+    failed = daemon.cli("deploy", str(broken), "--kind", "job", check=False)
+    assert failed.returncode != 0 and str(broken) in failed.stderr
+    assert "notebook" in failed.stderr
+
+
+def stored(daemon: Daemon, uri: str) -> str:
+    """An artifact of the daemon's local store, by the URI a run recorded."""
+    path = Path(uri.removeprefix("file://"))
+    assert path.is_relative_to(daemon.home), uri
+    return path.read_text()

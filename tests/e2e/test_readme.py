@@ -146,8 +146,23 @@ def test_python_examples_run(daemon: Daemon, tmp_path, monkeypatch):
     exec(harness_block, {})  # noqa: S102 - its assert is the check
 
 
-def test_models_tour_works_as_written(daemon: Daemon):
+def test_notebooks_tour_works_as_written(daemon: Daemon):
     tour = code_blocks("sh")[5]
+    ran = 0
+    for raw in tour.strip().splitlines():
+        result = daemon.cli(*shlex.split(raw.split("  #")[0].strip())[1:])
+        ran += 1
+        if "--kind" in raw:
+            assert "report is ready" in result.stdout
+        elif raw.startswith("sluice run"):
+            assert "demo: total 19.00 over 20 rows" in result.stdout
+    assert ran == 3
+    assert daemon.cli("invoke", "scorer", "--body", '{"amount": 900}').stdout.startswith(
+        '{"risk":0.9,"flagged":true')
+
+
+def test_models_tour_works_as_written(daemon: Daemon):
+    tour = code_blocks("sh")[6]
     ran = 0
     for raw in tour.strip().splitlines():
         args = shlex.split(raw.split("  #")[0].strip())[1:]
@@ -165,7 +180,7 @@ def test_serving_tour_works_as_written(daemon: Daemon, tmp_path, monkeypatch):
     import json
     import sys
 
-    tour = code_blocks("sh")[6]
+    tour = code_blocks("sh")[7]
     ran = 0
     for raw in tour.strip().splitlines():
         args = shlex.split(raw.split("  #")[0].strip())
@@ -184,7 +199,7 @@ def test_serving_tour_works_as_written(daemon: Daemon, tmp_path, monkeypatch):
     assert ran == 6
 
     # the next block: a pushed signature instead of a spec, and the kserve.Model example
-    for raw in code_blocks("sh")[7].strip().splitlines():
+    for raw in code_blocks("sh")[8].strip().splitlines():
         args = shlex.split(raw.split("  #")[0].strip())
         daemon.cli(*[str(tmp_path / a) if a == "mlp.pt" else a for a in args[1:]])
     body = str(ROOT / "examples/serving/request.json")
