@@ -34,8 +34,8 @@ examples: $(STAMP)  ## start the platform with the example functions deployed
 		--deploy examples/jobs/report.yaml
 
 test: $(STAMP) $(TRITON_STAMP)  ## lint, type-check and run the whole suite
-	$(VENV)/bin/ruff check runtime triggers serving functions tests bench examples
-	$(VENV)/bin/mypy runtime triggers serving functions
+	$(VENV)/bin/ruff check runtime triggers serving functions manifests tests bench examples
+	$(VENV)/bin/mypy runtime triggers serving functions manifests
 	$(PY) -m pytest
 
 bench: $(STAMP) $(TRITON_STAMP)  ## HTTP overhead, cold start, cron, model-serving batching (needs wrk)
