@@ -37,32 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     deploy = sub.add_parser("deploy",
                             help="deploy a handler file, a function.yaml or a notebook")
-    deploy.add_argument("path", type=Path, nargs="?",
-                        help="FILE.py (handler), function.yaml, or NOTEBOOK.ipynb (exported as "
-                             "nuclio-jupyter does: '# nuclio: ignore' cells dropped, %%nuclio "
-                             "magics read); none with --model")
-    deploy.add_argument("--name", help="function name (default: from the file)")
-    deploy.add_argument("--handler", help="'module:function' or 'function' (default: handler)")
-    deploy.add_argument("--kind", choices=["http", "job", "serving"])
-    deploy.add_argument("--trigger", action="append", metavar="KIND[:key=value,...]",
-                        help="e.g. http, or http:port=8081 (repeatable)")
-    deploy.add_argument("--env", action="append", metavar="NAME=VALUE")
-    deploy.add_argument("--workers", type=int, help="worker processes per replica")
-    deploy.add_argument("--replicas", type=int)
-    deploy.add_argument("--timeout", type=float, help="seconds a handler call may take")
-    deploy.add_argument("--version", dest="fn_version", help="a version label to record")
-    model = deploy.add_argument_group("serving (these make it --kind serving)")
-    model.add_argument("--model", help="the registry model to serve, e.g. fraud@production")
-    model.add_argument("--batching", metavar="KEY=VALUE,...",
-                       help="max_batch, latency_ms, max_inflight, reload_interval, "
-                            "e.g. max_batch=64,latency_ms=20")
-    model.add_argument("--backend", choices=["torch", "triton", "kserve"],
-                       help="default: kserve if the file defines a kserve.Model, else torch")
-    model.add_argument("--inputs", action="append", metavar="NAME:DATATYPE:DIMS",
-                       help="a model input, e.g. x:FP32:64 (repeatable; default: the "
-                            "signature pushed with the model)")
-    model.add_argument("--outputs", action="append", metavar="NAME:DATATYPE:DIMS",
-                       help="a model output, e.g. scores:FP32:8 (repeatable)")
+    function_flags(deploy)
     _output_flag(deploy)
 
     get = sub.add_parser("get", help="list functions, or show one")
@@ -98,12 +73,58 @@ def _parser() -> argparse.ArgumentParser:
     models_cli.add_commands(sub)
     pipeline_cli.add_commands(sub)
 
+    from .manifests import command as render_cli
+
+    render_cli.add_commands(sub, function_flags)
+
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
     scale.add_argument("--replicas", type=int)
     scale.add_argument("--workers", type=int)
     _output_flag(scale)
     return parser
+
+
+def function_flags(parser: argparse.ArgumentParser) -> None:
+    """What names a function to deploy (or render): a file and the spec options over it."""
+    parser.add_argument("path", type=Path, nargs="?",
+                        help="FILE.py (handler), function.yaml, or NOTEBOOK.ipynb (exported as "
+                             "nuclio-jupyter does: '# nuclio: ignore' cells dropped, %%nuclio "
+                             "magics read); none with --model")
+    parser.add_argument("--name", help="function name (default: from the file)")
+    parser.add_argument("--handler", help="'module:function' or 'function' (default: handler)")
+    parser.add_argument("--kind", choices=["http", "job", "serving"])
+    parser.add_argument("--trigger", action="append", metavar="KIND[:key=value,...]",
+                        help="e.g. http, or http:port=8081 (repeatable)")
+    parser.add_argument("--env", action="append", metavar="NAME=VALUE")
+    parser.add_argument("--workers", type=int, help="worker processes per replica")
+    parser.add_argument("--replicas", type=int)
+    parser.add_argument("--timeout", type=float, help="seconds a handler call may take")
+    parser.add_argument("--version", dest="fn_version", help="a version label to record")
+    model = parser.add_argument_group("serving (these make it --kind serving)")
+    model.add_argument("--model", help="the registry model to serve, e.g. fraud@production")
+    model.add_argument("--batching", metavar="KEY=VALUE,...",
+                       help="max_batch, latency_ms, max_inflight, reload_interval, "
+                            "e.g. max_batch=64,latency_ms=20")
+    model.add_argument("--backend", choices=["torch", "triton", "kserve"],
+                       help="default: kserve if the file defines a kserve.Model, else torch")
+    model.add_argument("--inputs", action="append", metavar="NAME:DATATYPE:DIMS",
+                       help="a model input, e.g. x:FP32:64 (repeatable; default: the "
+                            "signature pushed with the model)")
+    model.add_argument("--outputs", action="append", metavar="NAME:DATATYPE:DIMS",
+                       help="a model output, e.g. scores:FP32:8 (repeatable)")
+
+
+def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec dict that :func:`function_flags`' options describe."""
+    from .packaging import serving_options, spec_from_path
+
+    serving = serving_options(args.model, args.batching, args.backend, args.inputs,
+                              args.outputs)
+    return spec_from_path(args.path, name=args.name, handler=args.handler, kind=args.kind,
+                          triggers=args.trigger, env=args.env, workers=args.workers,
+                          replicas=args.replicas, timeout=args.timeout, version=args.fn_version,
+                          serving=serving)
 
 
 def _output_flag(parser: argparse.ArgumentParser) -> None:
@@ -198,14 +219,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .packaging import serving_options, spec_from_path
-
-    serving = serving_options(args.model, args.batching, args.backend, args.inputs,
-                              args.outputs)
-    spec = spec_from_path(args.path, name=args.name, handler=args.handler, kind=args.kind,
-                          triggers=args.trigger, env=args.env, workers=args.workers,
-                          replicas=args.replicas, timeout=args.timeout, version=args.fn_version,
-                          serving=serving)
+    spec = spec_from_args(args)
     started = time.monotonic()
     print(f"Deploying {spec.get('name')} from {args.path or args.model} ...", file=sys.stderr,
           flush=True)
@@ -315,6 +329,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         args, client, lambda: kafka_cli.connection(_settings(args).kafka_cluster(), client.info))
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from .manifests.command import cmd_render as render
+
+    return render(args, spec_from_args)
+
+
 def cmd_delete(args: argparse.Namespace) -> int:
     _client(args).delete(args.name)
     print(f"{args.name} deleted")
@@ -334,7 +354,7 @@ COMMANDS = {
     "logs": cmd_logs, "export": cmd_export, "delete": cmd_delete, "scale": cmd_scale,
     "topics": cmd_kafka, "produce": cmd_kafka, "consume": cmd_kafka,
     "run": cmd_runs, "runs": cmd_runs, "schedule": cmd_runs, "models": cmd_models,
-    "pipeline": cmd_pipeline,
+    "pipeline": cmd_pipeline, "render": cmd_render,
 }
 
 
