@@ -51,12 +51,18 @@ def check_notebook(path: Path) -> int:
 def declared_params(path: Path) -> dict[str, Any]:
     """The notebook's ``parameters`` cell as a job's params: names and literal defaults
     (a default that is not a literal, like ``datetime.now()``, is left to the notebook)."""
-    import papermill
+    import nbformat
+    from papermill.translators import papermill_translators
 
+    book = nbformat.read(path, as_version=4)
+    cell = next((c for c in book.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return {}
+    # papermill's own reading of the cell, as Python (the kernel every notebook job runs on)
     params = {}
-    for name, info in papermill.inspect_notebook(str(path)).items():
+    for param in papermill_translators.find_translator(KERNEL, "python").inspect(cell):
         try:
-            params[name] = ast.literal_eval(str(info.get("default")))
+            params[param.name] = ast.literal_eval(str(param.default))
         except (ValueError, SyntaxError):
             continue
     return params
@@ -67,39 +73,48 @@ def run_notebook(path: Path, context: Any, params: dict[str, Any], function: str
     """Execute the notebook once; the run's outputs. A cell that raises fails the run, with
     the cell and the error in the message; the executed notebook is stored either way."""
     import papermill
+    from jupyter_client.manager import KernelManager
     from papermill.exceptions import PapermillExecutionError
 
-    cells = check_notebook(path)
-    output = Path(tempfile.mkdtemp(prefix="sluice-notebook-")) / path.name
-    papermill.engines.papermill_engines.register("sluice", _engine(context, cells))
+    check_notebook(path)
+    scratch = Path(tempfile.mkdtemp(prefix="sluice-notebook-"))
+    output = scratch / path.name
+    executed = [0]
+    papermill.engines.papermill_engines.register("sluice", _engine(context, executed))
+    # over unix sockets in the scratch folder: local TCP would be open to every local user
+    kernel = KernelManager(kernel_name=KERNEL, transport="ipc", ip=str(scratch / "kernel"))
     try:
         papermill.execute_notebook(
-            str(path), str(output), parameters=params, engine_name="sluice",
-            kernel_name=KERNEL, progress_bar=False, stdout_file=sys.stdout,
+            str(path), str(output), parameters=params, engine_name="sluice", km=kernel,
+            kernel_name=KERNEL, language="python", progress_bar=False, stdout_file=sys.stdout,
             stderr_file=sys.stderr, cwd=str(path.parent))
     except PapermillExecutionError as exc:
         where = _store(output, context, function, run_id)
         raise RuntimeError(f"cell {exc.exec_count or exc.cell_index + 1} raised {exc.ename}: "
                            f"{exc.evalue} (the executed notebook: {where})") from None
-    return {"notebook": _store(output, context, function, run_id), "cells": cells}
+    finally:
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
+    return {"notebook": _store(output, context, function, run_id), "cells": executed[0]}
 
 
-def _engine(context: Any, cells: int) -> Any:
-    """papermill's nbclient engine, reporting each finished code cell as the run's progress."""
+def _engine(context: Any, executed: list[int]) -> Any:
+    """papermill's nbclient engine, reporting each finished code cell as the run's progress
+    (and counting them in ``executed``)."""
     from papermill.engines import NBClientEngine
 
     class Progress(NBClientEngine):  # type: ignore[misc]
         @classmethod
         def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
             finished = nb_man.cell_complete
-            done = [0]
+            # the code cells as run: the notebook's own plus papermill's injected parameters
+            total = max(1, sum(cell.cell_type == "code" for cell in nb_man.nb.cells))
 
             def cell_complete(cell: Any, cell_index: Any = None, **more: Any) -> Any:
                 result = finished(cell, cell_index=cell_index, **more)
                 if cell.cell_type == "code":
-                    done[0] += 1
-                    context.progress(min(done[0], cells), max(cells, 1),
-                                     f"cell {done[0]} of {cells}")
+                    executed[0] += 1
+                    context.progress(executed[0], total, f"cell {executed[0]} of {total}")
                 return result
 
             nb_man.cell_complete = cell_complete
