@@ -69,6 +69,8 @@ class _Deploy:
     started: float
     state: str = "building"  # building, error, or done (then the platform's state counts)
     message: str = ""
+    ended: float = 0.0  # when it failed: a later change on the platform (a deploy through
+    # sluice's own API) then tells more than this failure
 
 
 class NuclioDashboard:
@@ -209,6 +211,7 @@ class NuclioDashboard:
             spec = parse_spec(from_nuclio(config, source="the function config"), prefix="spec.")
         except SpecError as exc:
             deploy.state, deploy.message = "error", f"the function config is invalid: {exc}"
+            deploy.ended = time.time()
             log.info("nuclio deploy of %s refused: %s", name, exc)
         else:
             task = asyncio.get_running_loop().create_task(self._deploy(deploy, spec))
@@ -229,6 +232,7 @@ class NuclioDashboard:
             deploy.state, deploy.message = "error", f"{type(exc).__name__}: {exc}"
         else:
             deploy.state = "done"
+        deploy.ended = time.time()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -242,13 +246,17 @@ class NuclioDashboard:
         status: FunctionStatus | None = None
         with contextlib.suppress(NotFoundError):  # not (or no longer) there
             status = await self.platform.get(name)
-        if status is None and deploy is None:
+        if status is None and (deploy is None or deploy.state == "done"):
+            self.deploys.pop(name, None)  # deployed here, deleted since through sluice's API
             raise NotFoundError(f"no function named {name!r}")
-        if deploy is not None and deploy.state != "done" or status is None:
-            assert deploy is not None
+        if deploy is not None and deploy.state == "error" and status is not None and (
+                status.updated > deploy.ended):
+            deploy.state = "done"  # the platform changed the function since this failed
+        if deploy is not None and deploy.state != "done":  # building, or failed
             config = {"metadata": deploy.config["metadata"], "spec": deploy.config.get("spec", {})}
             state, message = deploy.state, deploy.message
         else:
+            assert status is not None
             config = to_nuclio(status.spec)
             state, message = _STATES[status.state], status.message
         metadata = dict(config["metadata"])

@@ -12,7 +12,7 @@ from nuclio.triggers import CronTrigger, HttpTrigger
 from nuclio.utils import DeployError
 
 from sluice.client import Client
-from tests.conftest import Daemon
+from tests.conftest import ROOT, Daemon
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +57,17 @@ def test_deploy_code_creates_then_updates_a_function(daemon: Daemon):
     assert document["status"]["httpPort"] == int(address.split(":")[1])
     assert any("generation 2" in entry["message"] for entry in document["status"]["logs"])
     assert document["spec"]["env"] == [{"name": "GREETING", "value": "hi"}]
+
+
+def test_deploy_file_of_a_notebook(daemon: Daemon):
+    address = nuclio.deploy_file(str(ROOT / "examples" / "notebooks" / "scorer.ipynb"),
+                                 name="file-scorer", project="demo",
+                                 dashboard_url=dashboard(daemon))
+    assert address.startswith("127.0.0.1:")  # deploy_file answers the external address
+    reply = httpx.post(f"http://{address}/", json={"amount": 900})
+    assert reply.json() == {"risk": 0.9, "flagged": True, "explored": False}
+    addresses = httpx.get(f"{daemon.api}/nuclio/api/external_ip_addresses").json()
+    assert addresses == {"externalIPAddresses": {"addresses": ["127.0.0.1"]}}
 
 
 def test_projects_and_listing(daemon: Daemon):
@@ -111,6 +122,19 @@ def test_deploy_errors_come_back_as_state_error(daemon: Daemon, code: str, trigg
     assert reason in status["message"]
     assert any(entry["level"] == "error" and reason in entry["message"]
                for entry in status["logs"])
+
+
+def test_a_failed_deploy_gives_way_to_a_later_one_through_sluices_own_api(
+        daemon: Daemon, tmp_path):
+    with pytest.raises(DeployError):
+        nuclio.deploy_code("def handle(context, event):\n    return 1\n", name="fixed",
+                           project="demo", dashboard_url=dashboard(daemon), spec=http_spec())
+    handler = tmp_path / "fixed.py"
+    handler.write_text("def handler(context, event):\n    return 'fixed'\n")
+    daemon.cli("deploy", str(handler), "--name", "fixed")
+    status = httpx.get(f"{daemon.api}/nuclio/api/functions/fixed").json()["status"]
+    assert status["state"] == "ready" and status["message"] == ""
+    assert httpx.get(f"http://127.0.0.1:{status['httpPort']}/").text == "fixed"
 
 
 def test_writes_need_the_token(daemon: Daemon, monkeypatch: pytest.MonkeyPatch):
