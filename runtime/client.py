@@ -12,6 +12,8 @@ from urllib.parse import quote, urlsplit
 from .errors import ApiError, PlatformError, UnauthorizedError
 from .settings import Settings
 
+BUILD_TIMEOUT = 600.0  # seconds: spec.build.timeout's default
+
 
 class Client:
     """Talks to a running platform; ``Client()`` finds it through SLUICE_HOME / SLUICE_API_*."""
@@ -40,9 +42,10 @@ class Client:
 
     # -- transport -----------------------------------------------------------------------------
     def _open(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None,
+        timeout: float | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout or self.timeout)
         all_headers = dict(headers or {})
         if self.token:
             all_headers["Authorization"] = f"Bearer {self.token}"
@@ -63,10 +66,11 @@ class Client:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         check: bool = True,
+        timeout: float | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """One exchange: (status, lower-cased headers, body). With ``check``, an error status
         raises ApiError with the platform's message."""
-        conn, response = self._open(method, path, body, headers)
+        conn, response = self._open(method, path, body, headers, timeout)
         try:
             raw = response.read()
             result = (response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
@@ -76,10 +80,12 @@ class Client:
             raise _error(result[0], raw)
         return result
 
-    def _json(self, method: str, path: str, payload: Any = None) -> Any:
+    def _json(self, method: str, path: str, payload: Any = None, timeout: float | None = None
+              ) -> Any:
         body = json.dumps(payload).encode() if payload is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        return json.loads(self.request(method, path, body, headers)[2] or b"null")
+        return json.loads(self.request(method, path, body, headers, timeout=timeout)[2]
+                          or b"null")
 
     # -- the platform's verbs --------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -92,7 +98,13 @@ class Client:
         return dict(self._json("GET", f"/api/functions/{quote(name)}"))
 
     def deploy(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._json("POST", "/api/functions", {"spec": spec}))
+        """Deploy and wait until the function is ready (or failed); build commands may take
+        their whole ``build.timeout`` before the workers even start."""
+        build = spec.get("build") if isinstance(spec.get("build"), dict) else None
+        wait = self.timeout
+        if build and build.get("commands"):
+            wait = max(wait, float(build.get("timeout") or BUILD_TIMEOUT) + self.timeout)
+        return dict(self._json("POST", "/api/functions", {"spec": spec}, timeout=wait))
 
     def delete(self, name: str) -> None:
         self._json("DELETE", f"/api/functions/{quote(name)}")
