@@ -13,7 +13,6 @@ import pytest
 from nbclient import NotebookClient
 
 import sluice
-from sluice.client import Client
 from tests.conftest import ROOT, Daemon
 from tests.integration.test_build_env import tiny_wheel
 
@@ -25,9 +24,11 @@ EXAMPLES = ROOT / "examples" / "notebooks"
 
 def execute(notebook: Path, daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs every cell on a fresh python3 kernel; the text of all its outputs."""
-    # the kernel inherits these: %nuclio deploy finds its notebook and the dashboard by them
+    # the kernel inherits these: %nuclio deploy finds its notebook by the first, and
+    # sluice.nuclio_dashboard_url() the test's platform by the others
     monkeypatch.setenv("JUPYTER_NOTEBOOK_FILE_NAME", str(notebook))
-    monkeypatch.setenv("SLUICE_NUCLIO_URL", Client(daemon.api, daemon.token).nuclio_dashboard_url())
+    monkeypatch.setenv("SLUICE_HOME", str(daemon.home))
+    monkeypatch.setenv("SLUICE_API_PORT", str(daemon.port))
     book = nbformat.read(notebook, as_version=4)
     NotebookClient(book, kernel_name="python3", timeout=180,
                    resources={"metadata": {"path": str(notebook.parent)}}).execute()
@@ -78,8 +79,9 @@ def test_nuclio_cmd_installs_into_the_functions_own_environment(
     # the build's own lines were printed by nuclio-jupyter as the deploy went
     assert "command 1/1 started: pip install --no-index" in output
     status = httpx.get(f"{daemon.api}/api/functions/nb-built").json()
+    # (nuclio-jupyter's exporter expands $VARS from the notebook's environment)
     assert status["spec"]["build"]["commands"] == [
-        'pip install --no-index --no-deps --find-links "$SLUICE_HOME/wheels" tinypkg']
+        f'pip install --no-index --no-deps --find-links "{daemon.home}/wheels" tinypkg']
     reply = httpx.post(status["status"]["endpoint"] + "/", json={}, timeout=30)
     assert reply.json() == {"value": 42}
     with pytest.raises(ModuleNotFoundError):  # installed for the function, not here
@@ -108,7 +110,7 @@ def test_sluice_deploy_of_a_broken_notebook_file_says_what_is_wrong(daemon: Daem
 def test_deploy_notebook_from_python(daemon: Daemon, monkeypatch: pytest.MonkeyPatch):
     from nuclio.triggers import HttpTrigger
 
-    monkeypatch.setenv("SLUICE_HOME", str(daemon.home))
+    monkeypatch.setenv("SLUICE_HOME", str(daemon.home))  # how Client() finds the platform
     monkeypatch.setenv("SLUICE_API_PORT", str(daemon.port))
     result = sluice.deploy_notebook(EXAMPLES / "scorer.ipynb", name="py-scorer",
                                     triggers=[HttpTrigger(workers=2)], env={"THRESHOLD": "0.05"},
@@ -135,10 +137,10 @@ def test_a_notebook_job_runs_with_params_and_keeps_the_executed_notebook(daemon:
 
     result = daemon.cli("run", "report", "--param", "rows=20", "--param", "label=nightly")
     assert "nightly: total 19.00 over 20 rows" in result.stdout  # the cell's print, in the log
-    assert "3/3" in result.stderr  # progress: one step per code cell
+    assert "4/4" in result.stderr  # progress: a step per code cell, papermill's own included
     [run] = json.loads(daemon.cli("runs", "report", "-o", "json").stdout)
     assert run["status"] == "succeeded"
-    assert run["outputs"]["result"]["cells"] == 3
+    assert run["outputs"]["result"]["cells"] == 4
     executed = nbformat.reads(stored(daemon, run["outputs"]["artifacts"]["notebook"]),
                               as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
