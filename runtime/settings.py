@@ -3,7 +3,9 @@
 ``SLUICE_HOME`` (default ``~/.sluice``) holds everything: the SQLite state, function sources, logs,
 metrics, the environments of functions with build commands (``envs/``), the API token and
 ``daemon.json`` (the running daemon's address, which the CLI reads).
-``SLUICE_API_PORT`` (default 8070) and ``SLUICE_API_URL`` choose the API address.
+``SLUICE_API_PORT`` (default 8070) and ``SLUICE_API_URL`` choose the API address;
+``SLUICE_API_HOST`` (default 127.0.0.1) is where the daemon listens (``0.0.0.0`` in a pod behind
+a Service: then reads need the token too).
 
 A real Kafka cluster is configured in ``$SLUICE_HOME/config.yaml``::
 
@@ -62,8 +64,19 @@ class Settings:
                 if not raw.isdigit() or not 0 <= int(raw) <= 65535:
                     raise ValueError(f"SLUICE_API_PORT must be a port number, got {raw!r}")
                 port = int(raw)
-        return cls(home=root.expanduser().resolve(),
+        host = os.environ.get("SLUICE_API_HOST", "").strip() or "127.0.0.1"
+        return cls(home=root.expanduser().resolve(), api_host=host,
                    api_port=DEFAULT_API_PORT if port is None else port)
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the API listens on this machine's loopback only (reads are open then)."""
+        return self.api_host in ("127.0.0.1", "localhost", "::1")
+
+    @property
+    def connect_host(self) -> str:
+        """The address a client on this machine reaches the API by."""
+        return "127.0.0.1" if self.api_host in ("0.0.0.0", "::", "") else self.api_host
 
     # -- layout of the state directory -----------------------------------------------------
     @property
@@ -178,4 +191,4 @@ class Settings:
                 return str(json.loads(self.daemon_path.read_text())["api_url"]).rstrip("/")
             except (ValueError, KeyError, OSError):
                 pass
-        return f"http://{self.api_host}:{self.api_port}"
+        return f"http://{self.connect_host}:{self.api_port}"

@@ -1,6 +1,7 @@
 """The platform's REST API (Starlette): the CLI, the Python client and notebooks talk to this.
 
-Reads are open on the loopback interface; anything that changes state or runs code (every method
+Reads are open when the API listens on the loopback only (the default; beyond it, every call
+but ``/api/health`` needs the token). Anything that changes state or runs code (every method
 but GET/HEAD, and invoke with any method) needs the token from ``$SLUICE_HOME/token``: as
 ``Authorization: Bearer <token>``, as the password of HTTP Basic auth, or as the session cookie
 nuclio-jupyter sends for ``V3IO_ACCESS_KEY`` (``session=j:{"sid": "<token>"}``). Errors are
@@ -39,14 +40,17 @@ _HOP_HEADERS = {"host", "content-length", "connection", "authorization", "transf
                 "keep-alive", "accept-encoding"}
 
 
-def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Starlette:
-    """The API bound to one platform; ``info`` is what ``GET /api/info`` reports."""
+def create_app(platform: LocalPlatform, token: str, info: dict[str, Any],
+               open_reads: bool = True) -> Starlette:
+    """The API bound to one platform; ``info`` is what ``GET /api/info`` reports. Reads need
+    the token too unless ``open_reads`` (the API listens on the loopback only)."""
 
-    def guarded(endpoint: Endpoint, always: bool = False) -> Endpoint:
+    def guarded(endpoint: Endpoint, always: bool = False, public: bool = False) -> Endpoint:
         async def wrapper(request: Request) -> Response:
             method = request.method
             try:
-                needs_token = always or method not in ("GET", "HEAD")
+                needs_token = always or method not in ("GET", "HEAD") or (
+                    not open_reads and not public)
                 if needs_token and not _authorized(request, token):
                     response = error_response(
                         401, "missing or wrong API token: send 'Authorization: Bearer <token>' "
@@ -130,7 +134,7 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any]) -> Sta
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     routes = [
         Route("/api/info", guarded(get_info), methods=["GET"]),
-        Route("/api/health", guarded(health), methods=["GET"]),
+        Route("/api/health", guarded(health, public=True), methods=["GET"]),  # for probes
         Route("/api/functions", guarded(list_functions), methods=["GET"]),
         Route("/api/functions", guarded(deploy), methods=["POST"]),
         Route("/api/functions/{name}", guarded(get_function), methods=["GET"]),

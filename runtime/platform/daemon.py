@@ -59,7 +59,7 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     token = settings.token(create=True)
     assert token is not None
     sock = _api_socket(settings)
-    api_url = f"http://{settings.api_host}:{sock.getsockname()[1]}"
+    api_url = f"http://{settings.connect_host}:{sock.getsockname()[1]}"
     broker = None
     cluster = settings.kafka_cluster()
     bootstrap = cluster.bootstrap
@@ -82,7 +82,8 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
             yield  # the daemon handles signals itself, so that it can drain its functions
 
     server = Server(uvicorn.Config(
-        create_app(platform, token, info), log_level="warning", lifespan="off",
+        create_app(platform, token, info, open_reads=settings.loopback_only),
+        log_level="warning", lifespan="off",
         access_log=False, timeout_graceful_shutdown=5,
     ))
     loop = asyncio.get_running_loop()

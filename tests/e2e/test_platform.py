@@ -299,3 +299,20 @@ def test_invoking_through_the_api_needs_the_token_even_with_get(daemon: Daemon):
     assert httpx.get(f"{daemon.api}/api/functions/guarded/invoke").status_code == 401
     ok = httpx.get(f"{daemon.api}/api/functions/guarded/invoke", headers=daemon.headers)
     assert ok.status_code == 200
+
+
+def test_an_api_listening_beyond_the_loopback_needs_the_token_for_reads(tmp_path):
+    daemon = Daemon(home=tmp_path / "home", port=free_port())
+    os.environ["SLUICE_API_HOST"] = "0.0.0.0"
+    try:
+        daemon.start()
+    finally:
+        del os.environ["SLUICE_API_HOST"]
+    try:
+        refused = httpx.get(f"{daemon.api}/api/functions")
+        assert refused.status_code == 401 and "token" in refused.json()["error"]
+        assert httpx.get(f"{daemon.api}/api/health").status_code == 200  # for probes
+        assert httpx.get(f"{daemon.api}/api/functions", headers=daemon.headers).json() == []
+        assert "No functions deployed" in daemon.cli("get").stdout  # the CLI sends the token
+    finally:
+        daemon.stop()

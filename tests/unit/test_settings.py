@@ -53,3 +53,15 @@ def test_bad_config_files_name_the_setting(tmp_path, text, message):
     settings.config_path.write_text(text)
     with pytest.raises(ValueError, match=message):
         settings.kafka_cluster()
+
+
+def test_api_host_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLUICE_HOME", str(tmp_path))
+    monkeypatch.delenv("SLUICE_API_URL", raising=False)
+    local = Settings.from_env()
+    assert local.api_host == "127.0.0.1" and local.loopback_only
+    monkeypatch.setenv("SLUICE_API_HOST", "0.0.0.0")
+    monkeypatch.setenv("SLUICE_API_PORT", "8123")
+    everywhere = Settings.from_env()
+    assert everywhere.api_host == "0.0.0.0" and not everywhere.loopback_only
+    assert everywhere.api_url() == "http://127.0.0.1:8123"  # what a local client connects to
