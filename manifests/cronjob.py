@@ -99,6 +99,9 @@ def cron_jobs(spec: FunctionSpec, options: RenderOptions) -> list[dict[str, Any]
                                        args=[job_config_path(name)],
                                        extra_env={"SLUICE_GPUS": str(spec.resources.gpu)})
         container["workingDir"] = FUNCTION_DIR
+        # each run's id is its pod's name (the config file's is the same for every run)
+        container.setdefault("env", []).append(
+            {"name": "SLUICE_RUN_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
         pod = {"restartPolicy": "Never", "activeDeadlineSeconds": math.ceil(spec.timeout),
                "terminationGracePeriodSeconds": math.ceil(spec.termination_grace),
                "containers": [container]}

@@ -31,7 +31,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = JobConfig.from_file(args.config)
     os.environ.update(config.env)
+    if os.environ.get("SLUICE_RUN_ID"):  # a Kubernetes CronJob's run: its pod's name
+        config = replace(config, run_id=os.environ["SLUICE_RUN_ID"])
     if args.check:
         return check(config)
     code = run(config)

@@ -88,6 +88,25 @@ def test_rendered_cron_run_config_runs_the_job_with_the_job_command(tmp_path):
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     succeeded = [e for e in events if e.get("event") == "succeeded"]
     assert succeeded and succeeded[0]["outputs"]["result"] == {"days": 1, "rows": 24}
+    # every run of a CronJob is its own run: the pod's name is its id
+    [run_id] = [e for e in container["env"] if e["name"] == "SLUICE_RUN_ID"]
+    assert run_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_a_job_run_takes_its_id_from_sluice_run_id(tmp_path):
+    (tmp_path / "whoami.py").write_text("def handler(context, event):\n"
+                                        "    return {'run': context.run_id, 'event': event.id}\n")
+    config = {"function": "whoami", "handler": "whoami:handler", "source_dir": str(tmp_path),
+              "run_id": "whoami-run"}
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    done = subprocess.run([sys.executable, "-m", "sluice.worker.job", "--config",
+                           str(tmp_path / "run.json")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "SLUICE_RUN_ID": "whoami-28912345-x7k2p"})
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    [succeeded] = [e for e in events if e.get("event") == "succeeded"]
+    assert succeeded["outputs"]["result"] == {"run": "whoami-28912345-x7k2p",
+                                              "event": "whoami-28912345-x7k2p"}
 
 
 def test_apply_without_a_kubeconfig_says_so_exits_1_and_keeps_the_manifests(tmp_path):
