@@ -40,6 +40,33 @@ class Attempt:
     exit_code: int | None = None
 
 
+def attempt_outcome(messages: list[dict[str, Any]], code: int) -> Attempt:
+    """How an attempt ended, from its process's control messages and exit code."""
+    final = next((m for m in reversed(messages)
+                  if m.get("event") in ("succeeded", "error", "failed")), None)
+    if final is not None and final["event"] == "succeeded" and code == 0:
+        return Attempt(RunState.SUCCEEDED, "", dict(final.get("outputs") or {}), exit_code=0)
+    if final is not None and final["event"] in ("error", "failed"):
+        return Attempt(RunState.FAILED, str(final.get("error")), reported_outputs(messages),
+                       retry=bool(final.get("retry", True)) and code != EXIT_STARTUP_FAILED,
+                       exit_code=code)
+    why = f"the run's process {describe_exit(code)}"
+    if code == -signal.SIGKILL:
+        why += " (out of memory?)"
+    return Attempt(RunState.FAILED, why + " before it reported a result",
+                   reported_outputs(messages), exit_code=code)
+
+
+def reported_outputs(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics and artifacts reported before the attempt ended without a result."""
+    metrics: dict[str, Any] = {}
+    artifacts: dict[str, Any] = {}
+    for message in messages:
+        metrics.update(message.get("metrics") or {})
+        artifacts.update(message.get("artifacts") or {})
+    return {"metrics": metrics, "artifacts": artifacts}
+
+
 @dataclass
 class AttemptProcess:
     """Start with :meth:`run`; cancelling the task that runs it stops the process group."""
@@ -120,28 +147,10 @@ class AttemptProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
     def _outcome(self, code: int) -> Attempt:
-        final = next((m for m in reversed(self._messages)
-                      if m.get("event") in ("succeeded", "error", "failed")), None)
-        if final is not None and final["event"] == "succeeded" and code == 0:
-            return Attempt(RunState.SUCCEEDED, "", dict(final.get("outputs") or {}), exit_code=0)
-        if final is not None and final["event"] in ("error", "failed"):
-            return Attempt(RunState.FAILED, str(final.get("error")), self._outputs(),
-                           retry=bool(final.get("retry", True)) and code != EXIT_STARTUP_FAILED,
-                           exit_code=code)
-        why = f"the run's process {describe_exit(code)}"
-        if code == -signal.SIGKILL:
-            why += " (out of memory?)"
-        return Attempt(RunState.FAILED, why + " before it reported a result", self._outputs(),
-                       exit_code=code)
+        return attempt_outcome(self._messages, code)
 
     def _outputs(self) -> dict[str, Any]:
-        """Metrics and artifacts reported before the attempt ended without a result."""
-        metrics: dict[str, Any] = {}
-        artifacts: dict[str, Any] = {}
-        for message in self._messages:
-            metrics.update(message.get("metrics") or {})
-            artifacts.update(message.get("artifacts") or {})
-        return {"metrics": metrics, "artifacts": artifacts}
+        return reported_outputs(self._messages)
 
     def _event(self, level: str, message: str) -> None:
         for log in self.logs:

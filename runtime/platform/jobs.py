@@ -1,4 +1,4 @@
-"""Runs of job functions: one process per attempt, retries with back-off, timeouts, cancel.
+"""Runs of job functions: an attempt per process (or Ray task), retries, timeouts, cancel.
 
 Every run is a :class:`~sluice.platform.store.RunRecord` in the platform's SQLite state, moved
 through :data:`~sluice.platform.states.RUN_ALLOWED`. A run's lines (its handler's logs and
@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -35,7 +35,7 @@ from sluice.worker.job import JobConfig
 
 from . import metrics
 from .build_env import BuildEnv, environ_for, python_for
-from .job_process import Attempt, AttemptProcess
+from .job_process import Attempt, AttemptProcess, OnMessage
 from .logs import FunctionLog
 from .states import RunState, can_move_run
 from .store import RunRecord, Store
@@ -79,6 +79,28 @@ def job_config(target: JobTarget, run_id: str, base_env: dict[str, str] | None =
                      run_id=run_id, env=env, **run)
 
 
+class AttemptRunner(Protocol):
+    """Runs one attempt of a run somewhere (a process here, a task on Ray) and says how it
+    ended; cancelling the task that awaits it stops the attempt."""
+
+    async def __call__(self, target: JobTarget, config: JobConfig, config_path: Path,
+                       logs: tuple[FunctionLog, ...], on_message: OnMessage) -> Attempt: ...
+
+
+@dataclass(frozen=True)
+class LocalAttempts:
+    """Each attempt a process of this machine (:class:`AttemptProcess`), on the platform's
+    lifeline."""
+
+    lifeline_fd: int
+
+    async def __call__(self, target: JobTarget, config: JobConfig, config_path: Path,
+                       logs: tuple[FunctionLog, ...], on_message: OnMessage) -> Attempt:
+        return await AttemptProcess(config, config_path, logs, self.lifeline_fd,
+                                    target.spec.timeout, target.spec.termination_grace,
+                                    on_message, target.build_env).run()
+
+
 class _Retry(Exception):
     """An attempt failed and may be tried again (tenacity's signal)."""
 
@@ -96,8 +118,10 @@ class Jobs:
     """Starts, tracks and stops the runs of every job function on this platform."""
 
     def __init__(self, store: Store, logs_dir: Path, work_dir: Path, lifeline_fd: int,
-                 platform_url: str | None, base_env: dict[str, str] | None = None) -> None:
+                 platform_url: str | None, base_env: dict[str, str] | None = None,
+                 runner: AttemptRunner | None = None) -> None:
         self.store = store
+        self.runner = runner or LocalAttempts(lifeline_fd)  # where each attempt runs
         self.base_env = dict(base_env or {})  # given to every run (see job_config)
         self.logs_dir = logs_dir  # run logs: <logs_dir>/<run id>.jsonl
         self.work_dir = work_dir  # attempt configs: <work_dir>/<function>/runs/
@@ -314,12 +338,9 @@ class Jobs:
                             platform_url=self.platform_url, scheduled=run.scheduled)
         path = self.work_dir / run.function / "runs" / f"{run.id}-{number}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        process = AttemptProcess(config, path, logs, self.lifeline_fd, target.spec.timeout,
-                                 target.spec.termination_grace,
-                                 lambda message: self._on_message(run.id, message, logs),
-                                 target.build_env)
         try:
-            return await process.run()
+            return await self.runner(target, config, path, logs,
+                                     lambda message: self._on_message(run.id, message, logs))
         finally:
             path.unlink(missing_ok=True)
 

@@ -26,7 +26,7 @@ from .base import FunctionStatus, InvokeRequest, InvokeResponse
 from .build_env import BuildEnv, EnvBuilder, keys_in_use
 from .cron_targets import Deliver, HttpCronTarget, JobCronTarget
 from .deployed import Deployed, status_of, with_default_trigger
-from .jobs import Jobs, JobTarget
+from .jobs import AttemptRunner, Jobs, JobTarget
 from .lag import function_lag
 from .logs import FunctionLog
 from .scheduler import CronTarget, ScheduleInfo, Scheduler
@@ -41,8 +41,10 @@ class LocalPlatform:
 
     def __init__(self, settings: Settings, api_url: str | None = None,
                  kafka_bootstrap: str | None = None,
-                 kafka_security: dict[str, Any] | None = None) -> None:
+                 kafka_security: dict[str, Any] | None = None,
+                 job_runner: AttemptRunner | None = None) -> None:
         self.settings = settings
+        self.job_runner = job_runner  # where job attempts run (None: processes here)
         self.api_url = api_url
         self.defaults = WorkerDefaults(api_url, secrets.token_hex(16), kafka_bootstrap,
                                        kafka_security or {}, settings.artifacts_uri(),
@@ -86,7 +88,7 @@ class LocalPlatform:
         self._scheduler = Scheduler(self._store)
         self._jobs = Jobs(self._store, self.settings.logs_dir / "runs",
                           self.settings.functions_dir, self._lifeline_r, self.api_url,
-                          self.defaults.env())
+                          self.defaults.env(), self.job_runner)
         self.recovered = self._jobs.recover()
         # build environments that no stored function uses any more go now
         await asyncio.to_thread(self.envs.prune, keys_in_use(r.spec for r in self.store.all()))
