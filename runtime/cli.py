@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="deploy this function file (or every one in this folder) once up")
     up.add_argument("--no-broker", action="store_true",
                     help="do not start the embedded Kafka broker")
+    up.add_argument("--platform", choices=["local", "ray"], default="local",
+                    help="ray: job runs execute as Ray tasks with their resources (http, "
+                    "serving and kafka functions still run as local processes)")
+    up.add_argument("--ray-address", metavar="auto|ADDRESS",
+                    help="the Ray cluster to join (auto: the one `ray start` started here); "
+                    "unset, a local Ray is started with the daemon")
+    up.add_argument("--ray-cpus", type=int, metavar="N",
+                    help="CPUs of the local Ray (default: all of this machine's)")
 
     sub.add_parser("info", help="where the platform is: API address, state directory")
 
@@ -192,7 +200,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     try:
-        uvloop.run(run_daemon(settings, args.deploy, embedded_broker=not args.no_broker))
+        uvloop.run(run_daemon(settings, args.deploy, embedded_broker=not args.no_broker,
+                              ray=args.platform == "ray", ray_address=args.ray_address,
+                              ray_cpus=args.ray_cpus))
     except KeyboardInterrupt:
         pass
     except asyncio.CancelledError:
@@ -214,6 +224,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"nuclio dashboard {info['api_url']}/nuclio  (for nuclio-jupyter: "
           "sluice.nuclio_dashboard_url() adds the token)")
     print(f"broker           {info.get('broker') or '-'}")
+    if info.get("platform") == "ray":
+        print(f"platform         ray at {info.get('ray')}: job runs are Ray tasks; http, "
+              "serving and kafka functions run as local worker processes")
+    else:
+        print("platform         local (every function a process on this machine)")
     print(f"functions        {info['functions']}")
     return 0
 

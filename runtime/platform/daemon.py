@@ -46,7 +46,11 @@ def _api_socket(settings: Settings) -> socket.socket:
 
 
 async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.stdout,
-                     embedded_broker: bool = True) -> None:
+                     embedded_broker: bool = True, ray: bool = False,
+                     ray_address: str | None = None, ray_cpus: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. ``ray``: job runs execute on a Ray cluster (the one at
+    ``ray_address``, else a local Ray with ``ray_cpus`` CPUs); every other function still runs
+    as local worker processes."""
     import uvicorn
 
     from sluice.packaging import FUNCTION_FILE_SUFFIXES, spec_from_path
@@ -66,16 +70,25 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     if bootstrap is None and embedded_broker:
         broker = EmbeddedBroker(log_path=settings.logs_dir / "broker.log").start()
         bootstrap = broker.bootstrap
-    platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap,
-                             kafka_security=cluster.security)
+    ray_at = None
+    job_runner = None
     try:
+        if ray:
+            from . import ray_jobs
+
+            ray_at = ray_jobs.connect(ray_address, ray_cpus)
+            job_runner = ray_jobs.RayAttempts()
+        platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap,
+                                 kafka_security=cluster.security, job_runner=job_runner)
         await platform.start()
     except BaseException:
         if broker is not None:
             broker.stop()
+        _leave_ray(ray_at)
         raise
     info = {"api_url": api_url, "home": str(settings.home), "pid": os.getpid(),
-            "broker": bootstrap, "broker_embedded": broker is not None, "version": _version()}
+            "broker": bootstrap, "broker_embedded": broker is not None, "version": _version(),
+            "platform": "ray" if ray else "local", "ray": ray_at}
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self):  # type: ignore[no-untyped-def]
@@ -98,6 +111,9 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     print(f"  state        {settings.home}", file=out)
     print(f"  nuclio       {api_url}/nuclio   (the dashboard URL for nuclio-jupyter; "
           "sluice.nuclio_dashboard_url() adds the token)", file=out)
+    if ray_at is not None:
+        print(f"  platform     ray at {ray_at}: job runs are Ray tasks with their resources; "
+              "http, serving and kafka functions still run as local worker processes", file=out)
     if bootstrap:
         kind = "embedded Tansu, in memory" if broker is not None else "your cluster"
         print(f"  kafka        {bootstrap}   ({kind})", file=out)
@@ -143,8 +159,16 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
         await platform.stop()
         if broker is not None:
             broker.stop()
+        _leave_ray(ray_at)
         settings.daemon_path.unlink(missing_ok=True)
         os.close(lock_fd)
+
+
+def _leave_ray(ray_at: str | None) -> None:
+    if ray_at is not None:
+        from . import ray_jobs
+
+        ray_jobs.disconnect()
 
 
 def _version() -> str:

@@ -1,0 +1,32 @@
+"""Job handlers for the Ray platform tests: each says where it ran."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def _parent() -> str:
+    """The command line of the process that started this one (a Ray actor's worker on Ray)."""
+    return Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def where(context, event):
+    """Reports progress and a metric, returns its params and what started its process."""
+    steps = event.body["steps"]
+    for step in range(steps):
+        context.progress(step + 1, steps, f"step {step + 1}")
+    context.log_metrics(steps=steps)
+    print("printed on ray")
+    return {"steps": steps, "parent": _parent(), "ray_address": os.environ.get("RAY_ADDRESS"),
+            "resources": json.loads(os.environ["SLUICE_RAY_RESOURCES"])}
+
+
+def dies_first(context, event):
+    """Writes its pid and its parent's (the actor) to PIDS_FILE; the first attempt then hangs
+    (the test kills its actor), a later one succeeds."""
+    with open(os.environ["PIDS_FILE"], "a") as out:
+        out.write(f"{context.attempt} {os.getpid()} {os.getppid()}\n")
+    if context.attempt == 1:
+        time.sleep(600)
+    return {"attempt": context.attempt}
