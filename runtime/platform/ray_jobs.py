@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
 
 from sluice.errors import PlatformError
 from sluice.worker.job import JobConfig
@@ -279,13 +279,21 @@ def connect(address: str | None, num_cpus: int | None = None) -> str:
     Ray is, for the startup banner and ``sluice info``. Ray's own services listen on the host's
     address, not only the loopback (Ray does not let us bind them); its dashboard stays off."""
     try:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                           include_dashboard=False, log_to_driver=False,
-                           configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+        # "local": a Ray of our own, even where RAY_ADDRESS is set or `ray start` left its
+        # address in /tmp/ray (a bare ray.init() would join that cluster instead)
+        ray.init(address=address or "local", num_cpus=None if address else num_cpus,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise PlatformError(f"cannot start or join {where}: {_first_line(exc)} (start one with "
-                            "`ray start --head`, or leave out --ray-address)") from None
+        hint = "start one with `ray start --head`, or leave out --ray-address"
+        if address not in (None, "auto") and os.environ.get("RAY_AUTH_MODE") != "token":
+            # Ray sends its token (~/.ray/auth_token) to an explicit address only when asked
+            hint = ("if the cluster uses Ray's token authentication, as `ray start` does by "
+                    "default, set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN when "
+                    "~/.ray/auth_token is not the cluster's), or use --ray-address auto on its "
+                    "head node")
+        raise PlatformError(f"cannot start or join {where}: {_first_line(exc)} ({hint})"
+                            ) from None
     return str(ray.get_runtime_context().gcs_address)
 
 

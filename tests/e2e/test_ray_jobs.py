@@ -61,6 +61,14 @@ def test_a_job_runs_inside_a_ray_actor_with_params_progress_and_outputs(ray_daem
     assert "platform     ray at" in ray_daemon.log_path.read_text()
 
 
+def test_a_job_that_uses_ray_joins_the_cluster_it_runs_on(ray_daemon, tmp_path):
+    deploy_job(ray_daemon, tmp_path, "tuner", "uses_ray", module="ray_job_handlers")
+    ray_daemon.cli("run", "tuner")
+    [run] = runs(ray_daemon, "tuner")
+    assert run["status"] == "succeeded", run["reason"]
+    assert run["outputs"]["result"] == {"cpus": 2.0, "task": "ran"}  # not a Ray of its own
+
+
 def test_a_handler_that_raises_is_retried_per_the_spec_then_fails(ray_daemon, tmp_path):
     deploy_job(ray_daemon, tmp_path, "flaky", "flaky", retries=1, retry_backoff=0.1)
     result = ray_daemon.cli("run", "flaky", check=False)
@@ -125,3 +133,18 @@ def test_a_job_asking_for_more_cpus_than_the_cluster_has_fails_at_once(ray_daemo
     [run] = runs(ray_daemon, "fits")
     assert run["status"] == "succeeded"
     assert run["outputs"]["result"]["resources"] == {"CPU": 2.0, "memory": 64 * 2**20}
+
+
+def test_stopping_the_platform_fails_a_ray_run_and_leaves_no_job_process(ray_daemon, tmp_path):
+    runs_file = tmp_path / "runs.txt"
+    deploy_job(ray_daemon, tmp_path, "held", "sleeper", termination_grace=1,
+               env={"RUNS_FILE": str(runs_file)})
+    run_id = ray_daemon.cli("run", "held", "--params", '{"seconds": 60}', "-d").stdout.strip()
+    wait_for(runs_file.exists, timeout=30, what="the run to start")
+    pid = int(runs_file.read_text().split()[1])
+    ray_daemon.stop()
+    assert not alive(pid)
+    ray_daemon.start()  # the same state directory, a new local Ray
+    [run] = runs(ray_daemon, "held")
+    assert run["id"] == run_id and run["status"] == "failed"
+    assert "the platform was stopped during the run" in run["reason"]

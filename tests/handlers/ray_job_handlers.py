@@ -30,3 +30,16 @@ def dies_first(context, event):
     if context.attempt == 1:
         time.sleep(600)
     return {"attempt": context.attempt}
+
+
+def uses_ray(context, event):
+    """Joins the Ray cluster it runs on (RAY_ADDRESS, as functions/tune.py does) and runs a
+    task there."""
+    import ray
+
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        return {"cpus": ray.cluster_resources().get("CPU"),
+                "task": ray.get(ray.remote(num_cpus=0)(lambda: "ran").remote())}
+    finally:
+        ray.shutdown()
