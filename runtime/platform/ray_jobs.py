@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from .logs import FunctionLog, pump
 from .states import RunState
 
 POLL_SECONDS = 5.0  # the longest one poll of the actor waits for a line
+PLACEMENT_NOTE_SECONDS = 5.0  # an attempt not started by then gets a note in the run's log
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
@@ -133,11 +135,12 @@ class AttemptActor:
                  pump(control, lambda line: self._add("control", line))]
 
         async def finish() -> None:
-            await asyncio.gather(process.wait(), *pumps)
-            path.unlink(missing_ok=True)
-            folder.rmdir()
-            self._code = process.returncode
-            self._more.set()
+            try:
+                await asyncio.gather(process.wait(), *pumps)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+                self._code = process.returncode if process.returncode is not None else -1
+                self._more.set()
 
         self._finishing = asyncio.create_task(finish())
         return process.pid
@@ -218,7 +221,17 @@ class RayAttempt:
 
     async def _follow(self, actor: Any) -> Attempt:
         config = replace(self.config, control_fd=None, parent_fd=None)
-        pid = await actor.start.remote(config.to_json(), self.target.build_env)
+        starting = asyncio.ensure_future(actor.start.remote(config.to_json(),
+                                                            self.target.build_env))
+        try:
+            done, _ = await asyncio.wait({starting}, timeout=PLACEMENT_NOTE_SECONDS)
+            if not done:  # a busy cluster: say what it waits for, rather than look stuck
+                wanted = ", ".join(f"{k}={v:g}" for k, v in ray_resources(self.target).items())
+                self._event("info", f"attempt {self.config.attempt} is waiting for Ray to "
+                            f"place it ({wanted}); the wait counts against its timeout")
+            pid = await starting
+        finally:
+            starting.cancel()  # when we were cancelled first: nobody else awaits it
         self._event("info", f"attempt {self.config.attempt} runs on Ray (pid {pid} on node "
                     f"{await actor.node.remote()})")
         while True:

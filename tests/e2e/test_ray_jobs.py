@@ -135,6 +135,21 @@ def test_a_job_asking_for_more_cpus_than_the_cluster_has_fails_at_once(ray_daemo
     assert run["outputs"]["result"]["resources"] == {"CPU": 2.0, "memory": 64 * 2**20}
 
 
+def test_a_job_waiting_for_cpus_on_a_busy_cluster_says_so(ray_daemon, tmp_path):
+    runs_file = tmp_path / "runs.txt"
+    deploy_job(ray_daemon, tmp_path, "wide", "sleeper", termination_grace=1,
+               resources={"cpu": 2}, env={"RUNS_FILE": str(runs_file)})
+    first = ray_daemon.cli("run", "wide", "--params", '{"seconds": 60}', "-d").stdout.strip()
+    wait_for(runs_file.exists, timeout=30, what="the first run to start")
+    second = ray_daemon.cli("run", "wide", "--params", '{"seconds": 60}', "-d").stdout.strip()
+    wait_for(lambda: "waiting for Ray to place it (num_cpus=2, num_gpus=0)" in
+             ray_daemon.cli("runs", "logs", second).stdout, timeout=30,
+             what="the second run's note")
+    for run_id in (second, first):
+        ray_daemon.cli("runs", "cancel", run_id)
+    assert len(runs_file.read_text().splitlines()) == 1  # the second never started
+
+
 def test_stopping_the_platform_fails_a_ray_run_and_leaves_no_job_process(ray_daemon, tmp_path):
     runs_file = tmp_path / "runs.txt"
     deploy_job(ray_daemon, tmp_path, "held", "sleeper", termination_grace=1,
