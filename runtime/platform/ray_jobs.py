@@ -38,6 +38,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from sluice.errors import PlatformError
+from sluice.spec import Resources
 from sluice.worker.job import JobConfig
 
 from .build_env import BuildEnv, environ_for, python_for
@@ -60,9 +61,9 @@ def memory_bytes(quantity: str) -> int:
     return int(float(match[1]) * _UNITS[match[2] or ""])
 
 
-def ray_resources(target: JobTarget) -> dict[str, Any]:
-    """The actor options that reserve what the spec asks for."""
-    resources = target.spec.resources
+def ray_resources(resources: Resources) -> dict[str, Any]:
+    """The actor options that reserve what a spec's resources ask for (one CPU when unset, as
+    a Ray task)."""
     options: dict[str, Any] = {"num_cpus": resources.cpu if resources.cpu is not None else 1,
                                "num_gpus": resources.gpu}
     if resources.memory is not None:
@@ -71,14 +72,16 @@ def ray_resources(target: JobTarget) -> dict[str, Any]:
 
 
 def unplaceable(options: dict[str, Any], cluster: dict[str, float]) -> str | None:
-    """Why no node of a cluster with these total resources could ever run the attempt."""
-    for option, name, unit in (("num_cpus", "CPU", "CPU(s)"), ("num_gpus", "GPU", "GPU(s)"),
-                               ("memory", "memory", "bytes of memory")):
+    """Why a cluster with these total resources (all its nodes together) could never run the
+    attempt; None when it could. A request no single node can hold is not caught here."""
+    for option, name, unit, scale in (("num_cpus", "CPU", "CPU(s)", 1),
+                                      ("num_gpus", "GPU", "GPU(s)", 1),
+                                      ("memory", "memory", "MiB of memory", 2**20)):
         wanted = options.get(option) or 0
         have = cluster.get(name, 0)
         if wanted > have:
-            return (f"it asks for {wanted:g} {unit} but the whole Ray cluster has {have:g}; "
-                    "lower the function's resources or add nodes to the cluster")
+            return (f"it asks for {wanted / scale:g} {unit} but the whole Ray cluster has "
+                    f"{have / scale:g}; lower the function's resources or add nodes")
     return None
 
 
@@ -193,7 +196,7 @@ class RayAttempt:
 
     async def run(self) -> Attempt:
         spec = self.target.spec
-        options = ray_resources(self.target)
+        options = ray_resources(self.target.spec.resources)
         why = unplaceable(options, await asyncio.to_thread(ray.cluster_resources))
         if why is not None:
             return Attempt(RunState.FAILED, f"Ray cannot place this run: {why}", retry=False)
@@ -226,7 +229,8 @@ class RayAttempt:
         try:
             done, _ = await asyncio.wait({starting}, timeout=PLACEMENT_NOTE_SECONDS)
             if not done:  # a busy cluster: say what it waits for, rather than look stuck
-                wanted = ", ".join(f"{k}={v:g}" for k, v in ray_resources(self.target).items())
+                options = ray_resources(self.target.spec.resources)
+                wanted = ", ".join(f"{k}={v:g}" for k, v in options.items())
                 self._event("info", f"attempt {self.config.attempt} is waiting for Ray to "
                             f"place it ({wanted}); the wait counts against its timeout")
             pid = await starting
