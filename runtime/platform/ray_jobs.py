@@ -139,7 +139,12 @@ class AttemptActor:
 
         async def finish() -> None:
             try:
-                await asyncio.gather(process.wait(), *pumps)
+                await process.wait()
+                # what it left running goes with it, as on the local platform (and no
+                # leftover child keeps its output open)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await asyncio.gather(*pumps)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
                 self._code = process.returncode if process.returncode is not None else -1

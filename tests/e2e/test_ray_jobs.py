@@ -69,6 +69,14 @@ def test_a_job_that_uses_ray_joins_the_cluster_it_runs_on(ray_daemon, tmp_path):
     assert run["outputs"]["result"] == {"cpus": 2.0, "task": "ran"}  # not a Ray of its own
 
 
+def test_what_a_finished_job_left_running_on_its_ray_worker_is_stopped(ray_daemon, tmp_path):
+    pids_file = tmp_path / "pids"
+    deploy_job(ray_daemon, tmp_path, "parent", "leaves_child", module="ray_job_handlers",
+               env={"PIDS_FILE": str(pids_file)})
+    ray_daemon.cli("run", "parent")
+    wait_for(lambda: not alive(int(pids_file.read_text())), what="the child to be stopped")
+
+
 def test_a_handler_that_raises_is_retried_per_the_spec_then_fails(ray_daemon, tmp_path):
     deploy_job(ray_daemon, tmp_path, "flaky", "flaky", retries=1, retry_backoff=0.1)
     result = ray_daemon.cli("run", "flaky", check=False)

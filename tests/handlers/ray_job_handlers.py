@@ -43,3 +43,13 @@ def uses_ray(context, event):
                 "task": ray.get(ray.remote(num_cpus=0)(lambda: "ran").remote())}
     finally:
         ray.shutdown()
+
+
+def leaves_child(context, event):
+    """Starts a child that would sleep for ten minutes, writes its pid, and returns."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    Path(os.environ["PIDS_FILE"]).write_text(str(child.pid))
+    return "left a child"
