@@ -116,6 +116,7 @@ class AttemptProcess:
                 await asyncio.gather(*pumps, return_exceptions=True)
                 return Attempt(RunState.TIMED_OUT, f"ran past its timeout of {self.timeout:g}s "
                                "and was stopped", self._outputs(), exit_code=process.returncode)
+            self._kill_group()  # before the pumps: a leftover child may hold its output open
             await asyncio.gather(*pumps, return_exceptions=True)
             return self._outcome(code)
         except asyncio.CancelledError:
