@@ -171,13 +171,19 @@ class AttemptProcess:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
         try:
             while line := await reader.readline():
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
-                    if message.get("event") != "progress":  # progress can be many: not kept
-                        self._messages.append(message)
-                    self.on_message(message)
+                take_control(line, self._messages, self.on_message)
         finally:
             transport.close()
+
+
+def take_control(line: bytes, messages: list[dict[str, Any]], on_message: OnMessage) -> None:
+    """One line from an attempt's control channel: a JSON message is kept (progress, which can
+    be many, is not) and handed to ``on_message``; anything else is skipped."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(message, dict):
+        if message.get("event") != "progress":
+            messages.append(message)
+        on_message(message)

@@ -42,7 +42,7 @@ from sluice.spec import Resources
 from sluice.worker.job import JobConfig
 
 from .build_env import BuildEnv, environ_for, python_for
-from .job_process import Attempt, OnMessage, attempt_outcome, reported_outputs
+from .job_process import Attempt, OnMessage, attempt_outcome, reported_outputs, take_control
 from .jobs import JobTarget
 from .logs import FunctionLog, pump
 from .states import RunState
@@ -267,14 +267,7 @@ class RayAttempt:
                 for log in self.logs:
                     log.worker_output(line, None, stream, run=self.config.run_id)
                 continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(message, dict):
-                if message.get("event") != "progress":  # progress can be many: not kept
-                    self._messages.append(message)
-                self.on_message(message)
+            take_control(line, self._messages, self.on_message)
 
     def _event(self, level: str, message: str) -> None:
         for log in self.logs:
