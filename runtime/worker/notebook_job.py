@@ -70,13 +70,13 @@ def declared_params(path: Path) -> dict[str, Any]:
 
 def run_notebook(path: Path, context: Any, params: dict[str, Any], function: str,
                  run_id: str) -> dict[str, Any]:
-    """Execute the notebook once; the run's outputs. A cell that raises fails the run, with
-    the cell and the error in the message; the executed notebook is stored either way."""
+    """Execute the notebook once (the job process checked it with :func:`check_notebook`
+    first); the run's outputs. A cell that raises fails the run, with the cell and the error in
+    the message; the executed notebook is stored either way."""
     import papermill
     from jupyter_client.manager import KernelManager
     from papermill.exceptions import PapermillExecutionError
 
-    check_notebook(path)
     scratch = Path(tempfile.mkdtemp(prefix="sluice-notebook-"))
     output = scratch / path.name
     executed = [0]
