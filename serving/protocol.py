@@ -195,9 +195,11 @@ def decode_request(body: bytes, headers: Mapping[str, str]) -> InferRequest:
 
 
 def _plain_request(doc: object) -> InferRequest | None:
-    """The common request, decoded with as few numpy calls as possible: JSON only, FP32, FP64
-    or INT64 inputs given as flat lists of numbers, no parameters, no outputs named. None for
-    anything else, which the general path decodes (and, when it is wrong, explains)."""
+    """The common request, decoded with as few numpy calls as possible (each one costs more
+    than checking a row in Python, and most on an idle server, whose caches are cold): JSON
+    only, FP32, FP64 or INT64 inputs given as flat lists of numbers in the datatype's range, no
+    parameters, no outputs named. None for anything else, which the general path decodes (and,
+    when it is wrong, explains)."""
     if type(doc) is not dict or not doc.keys() <= _PLAIN_KEYS:
         return None
     raw_inputs = doc.get("inputs")
@@ -221,16 +223,15 @@ def _plain_request(doc: object) -> InferRequest | None:
             count *= n
         if len(data) != count or not count:
             return None
-        dtype, kinds = plain
-        inferred = np.asarray(data)  # numpy's own guess first: strings or nulls are not numbers
-        if inferred.ndim != 1 or inferred.dtype.kind not in kinds:
+        dtype, types, low, high = plain
+        # numbers only (JSON true/false are bools, not ints here), all within the range
+        if not set(map(type, data)) <= types or not (low <= min(data) and max(data) <= high):
             return None
-        if dtype is _FP32 and not (-_FP32_MAX <= np.minimum.reduce(inferred) and
-                                   np.maximum.reduce(inferred) <= _FP32_MAX):
-            return None  # a value beyond FP32: the general path says so
-        array = inferred.astype(dtype)
+        array = np.array(data, dtype=dtype)
+        if len(shape) != 1:
+            array = array.reshape(shape)
         array.flags.writeable = False
-        inputs.append(InferInput(name, datatype, tuple(shape), array.reshape(shape)))
+        inputs.append(InferInput(name, datatype, tuple(shape), array))
     if len(inputs) > 1 and len({tensor.name for tensor in inputs}) != len(inputs):
         return None
     return InferRequest(request_id, tuple(inputs), (), _NO_PARAMETERS)
@@ -238,13 +239,15 @@ def _plain_request(doc: object) -> InferRequest | None:
 
 _PLAIN_KEYS = {"inputs", "id"}
 _PLAIN_INPUT = {"name", "shape", "datatype", "data"}
-_FP32 = _DTYPES["FP32"]
 _FP32_MAX = float(np.finfo(np.float32).max)
-# the fast path's datatypes, with the kinds of array numpy may infer from their data: any
-# number for floats; for INT64 only signed integers (2**63 is inferred unsigned, and would
-# wrap). Others (INT32, whose range needs checking, BOOL, BYTES, ...) take the general path.
-_PLAIN_DTYPES = {"FP32": (_FP32, "iuf"), "FP64": (_DTYPES["FP64"], "iuf"),
-                 "INT64": (_DTYPES["INT64"], "i")}
+_FP64_MAX = float(np.finfo(np.float64).max)
+# the fast path's datatypes: dtype, the Python types its data may hold, and their range (a
+# value beyond it, or another type, takes the general path, which names it). Others (INT32,
+# BOOL, BYTES, ...) take the general path too.
+_PLAIN_DTYPES = {
+    "FP32": (_DTYPES["FP32"], frozenset((float, int)), -_FP32_MAX, _FP32_MAX),
+    "FP64": (_DTYPES["FP64"], frozenset((float, int)), -_FP64_MAX, _FP64_MAX),
+    "INT64": (_DTYPES["INT64"], frozenset((int,)), -(2**63), 2**63 - 1)}
 _NO_PARAMETERS: Mapping[str, Parameter] = MappingProxyType({})
 
 
@@ -431,7 +434,10 @@ def _from_json(where: str, datatype: str, shape: list[int], count: int,
         leaves = _leaves(data)
         if not all(_fits(datatype, leaf) for leaf in leaves):
             raise _wrong_value(where, datatype, leaves)
-        inferred = np.asarray(data, dtype)
+        try:  # floats via float64, so that the range check below sees a value beyond FP32
+            inferred = np.asarray(data, np.float64 if dtype.kind == "f" else dtype)
+        except OverflowError:  # an integer beyond even float64
+            raise _beyond(where, datatype) from None
     if dtype.kind in "iu" and inferred.size:
         info = np.iinfo(dtype)
         low, high = int(inferred.min()), int(inferred.max())
@@ -443,8 +449,12 @@ def _from_json(where: str, datatype: str, shape: list[int], count: int,
         with np.errstate(over="raise"):
             return inferred.astype(dtype).reshape(shape)
     except FloatingPointError:
-        raise InvalidTensorError(f"{where}: a value in data is beyond the {datatype} range "
-                                 f"(±{np.finfo(dtype).max})") from None
+        raise _beyond(where, datatype) from None
+
+
+def _beyond(where: str, datatype: str) -> InvalidTensorError:
+    return InvalidTensorError(f"{where}: a value in data is beyond the {datatype} range "
+                              f"(±{np.finfo(_DTYPES[datatype]).max})")
 
 
 def _to_binary(name: str, datatype: str, array: np.ndarray) -> bytes:

@@ -4,6 +4,7 @@ malformed request named back to the client."""
 from __future__ import annotations
 
 import doctest
+import json
 import struct
 
 import numpy as np
@@ -399,6 +400,8 @@ ERRORS = [
     # flat lists of FP32, FP64 and INT64 numbers take a fast path: it must refuse the same
     ("fp32-overflow", x_input(data=[1, 1e39]), {},
      "input 'x': a value in data is beyond the FP32 range"),
+    ("fp32-overflow-beside-null", x_input(data=[None, 3.5e38]), {},
+     "input 'x': a value in data is beyond the FP32 range"),
     ("int32-overflow", x_input(datatype="INT32", data=[1, 2**40]), {},
      "input 'x': INT32 data must be integers in [-2147483648, 2147483647], got 1099511627776"),
     ("int64-overflow", x_input(datatype="INT64", data=[1, 2**63]), {},
@@ -524,3 +527,27 @@ def test_any_tensor_round_trips_through_request_and_response(tensor):
     assert same(request.tensors["t"], array)
     body, headers = encode_response("m", None, None, request.tensors, binary)
     assert same(read_response(body, headers)["t"], array)
+
+
+_ANY_JSON_SCALAR = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(), st.none(), st.text(max_size=3),
+    st.sampled_from([2**63 - 1, -(2**63), 2**63, 3.4028234663852886e38, 3.5e38, -3.5e38]))
+
+
+@settings(max_examples=300)
+@given(datatype=st.sampled_from(["FP32", "FP64", "INT64"]),
+       data=st.lists(_ANY_JSON_SCALAR, min_size=1, max_size=6))
+def test_the_fast_path_decodes_and_refuses_as_the_general_path_does(datatype, data):
+    # flat lists of FP32/FP64/INT64 take a shortcut; "parameters" sends the same request the
+    # general way: both must give the same array, or the same error
+    tensor = {"name": "x", "shape": [1, len(data)], "datatype": datatype, "data": data}
+    outcomes = []
+    for doc in ({"inputs": [tensor]}, {"inputs": [tensor], "parameters": {}}):
+        try:
+            array = decode_request(json.dumps(doc).encode(), {}).tensors["x"]
+            outcomes.append((array.dtype, array.shape, array.tobytes(), array.flags.writeable))
+        except InvalidTensorError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
