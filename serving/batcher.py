@@ -381,8 +381,9 @@ class Batcher:
 
     def _finish(self, items: list[_Item], rows: int, outputs: Any, compute: float,
                 started: float) -> None:
-        self.times.observe(rows, compute, at=self.clock())
+        # the callers first: what follows is bookkeeping, and their replies need none of it
         self._deliver(items, outputs, rows)
+        self.times.observe(rows, compute, at=self.clock())
         if self.on_batch is not None:
             self.on_batch(BatchStats(rows, len(items), compute,
                                      tuple(started - item.arrived for item in items)))

@@ -172,8 +172,8 @@ class Endpoints:
             reply = _encode(model, request, result)
         except Exception as exc:
             reply = _failure(exc)
+        respond(reply)  # then the count: the caller need not wait for it
         self._count(model, reply[0])
-        respond(reply)
 
     def _route(self, method: str, path: str) -> Reply | ServedModel:
         """The reply of a route that needs no model run, or the model an infer goes to."""

@@ -151,7 +151,9 @@ class ServiceTimes:
         seconds = max(0.0, seconds)
         samples.append(seconds)
         bisect.insort(ordered, seconds)
-        self._curve = None
+        # rebuilt now, not at the next estimate: a batch's sample is taken after its callers
+        # were answered, while the next arrival's estimate is on its way to the model
+        self._curve = self._build()
 
     def stale(self, now: float) -> bool:
         """No sample for ``stale_after`` seconds (never, if none was timed with a clock)."""

@@ -214,8 +214,8 @@ class HttpServer:
 
     def _answered(self, conn: HttpConnection, request: Request, reply: Reply) -> None:
         self._leave()
-        self._count(request, reply)
         conn.finish(reply, request)
+        self._count(request, reply)  # after the reply went out: the caller need not wait
 
     def _respond(
         self,
