@@ -13,9 +13,13 @@ only if it is better (:func:`sluice.functions.evaluation.decide`); the decision 
 scores are the run's outputs. Serving functions that follow ``fraud@production`` swap to a
 promoted model by themselves.
 
+With ``workers`` above 1 the same training runs data-parallel on Ray Train, one worker per
+``workers`` (:mod:`sluice.functions.train_ray`): each worker takes its share of every batch and
+DDP averages the gradients, so the model is the single-process one up to rounding.
+
 Params (``sluice run train --param epochs=8``): ``model`` (fraud), ``epochs`` (6), ``lr``
 (0.003), ``width`` (32), ``batch_size`` (512), ``seed`` (0), ``holdout_days`` (2), ``promote``
-(auto, always or never), ``min_gain`` (0.0).
+(auto, always or never), ``min_gain`` (0.0), ``workers`` (1: one process, no Ray).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -41,6 +45,7 @@ from .evaluation import Promotion, auc, decide
 from .features import FEATURES
 
 log = logging.getLogger("sluice.functions.train")
+MAX_WORKERS = 1024  # Ray Train workers for one run; the cluster's own size is checked on Ray
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class TrainParams:
     holdout_days: int = 2
     promote: Literal["auto", "always", "never"] = "auto"
     min_gain: float = 0.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         checks = [(1 <= self.epochs <= 1000, "epochs must be 1 to 1000"),
@@ -63,7 +69,10 @@ class TrainParams:
                   (self.holdout_days >= 1, "holdout_days must be at least 1"),
                   (self.promote in ("auto", "always", "never"),
                    "promote must be auto, always or never"),
-                  (self.min_gain >= 0, "min_gain must be 0 or more")]
+                  (self.min_gain >= 0, "min_gain must be 0 or more"),
+                  (1 <= self.workers <= MAX_WORKERS, f"workers must be 1 to {MAX_WORKERS}"),
+                  (self.batch_size >= self.workers, "batch_size must be at least workers "
+                   "(each worker trains on its share of every batch)")]
         for ok, message in checks:
             if not ok:
                 raise SpecError(f"train params: {message}")
@@ -162,42 +171,92 @@ def predict(model: torch.nn.Module, x: np.ndarray, batch: int = 65_536) -> np.nd
 class Epoch:
     epoch: int
     loss: float
-    auc: float
+    auc: float  # NaN on the workers of a data-parallel run other than rank 0
     seconds: float
     samples_per_s: float
 
 
-def fit(x: np.ndarray, y: np.ndarray, x_held: np.ndarray, y_held: np.ndarray,
-        params: TrainParams, device: str = "cpu",
-        on_epoch: Callable[[Epoch], None] | None = None) -> FraudNet:
-    """Train with fixed seeds; the model comes back on the CPU in eval mode."""
+def _whole(module: torch.nn.Module) -> torch.nn.Module:
+    return module
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One process's place in a data-parallel run: it trains on rows ``rank::world`` of every
+    batch, and ``wrap`` makes its model average gradients with the others (DDP). The default
+    is the whole of a single-process run."""
+
+    rank: int = 0
+    world: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = field(default=_whole, repr=False)
+
+
+class _Logits(torch.nn.Module):
+    """The model's logits as ``forward``, so that a DDP wrapper sees the training calls."""
+
+    def __init__(self, net: FraudNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(x)
+
+
+def epochs(x: np.ndarray, y: np.ndarray, x_held: np.ndarray, y_held: np.ndarray,
+           params: TrainParams, device: str | torch.device = "cpu",
+           shard: Shard | None = None) -> Iterator[tuple[Epoch, FraudNet]]:
+    """The training loop, single-process or one worker of a data-parallel run: after each
+    epoch, its numbers and the model (in eval mode, on ``device``). Seeded: every process
+    draws the same order of rows, and each trains on its share of the same batches, so the
+    gradients DDP averages are those of the single-process batch."""
+    shard = shard or Shard()
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
     mean = torch.from_numpy(x.mean(axis=0))
     std = torch.from_numpy(np.maximum(x.std(axis=0), 1e-6))
     model = FraudNet(mean, std, params.width).to(device)
+    trained = shard.wrap(_Logits(model))
     positives = float(y.sum())
     weight = torch.tensor((len(y) - positives) / max(positives, 1.0), device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)  # fraud is rare: weigh it up
-    optimiser = torch.optim.Adam(model.parameters(), lr=params.lr)
+    optimiser = torch.optim.Adam(trained.parameters(), lr=params.lr)
     features, labels = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     for epoch in range(1, params.epochs + 1):
         began = time.perf_counter()
-        model.train()
+        trained.train()
         order = torch.randperm(len(labels), generator=generator).to(device)
-        total = 0.0
+        total, count = 0.0, 0
         for start in range(0, len(order), params.batch_size):
-            rows = order[start:start + params.batch_size]
+            batch = order[start:start + params.batch_size]
+            # equal shares: DDP's average of the shares' mean losses is the batch's mean
+            rows = batch[:len(batch) - len(batch) % shard.world][shard.rank::shard.world]
+            if len(rows) == 0:
+                continue
             optimiser.zero_grad()
-            loss = loss_fn(model.logits(features[rows]).reshape(-1), labels[rows])
+            loss = loss_fn(trained(features[rows]).reshape(-1), labels[rows])
             loss.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(rows)
+            total, count = total + float(loss.detach()) * len(rows), count + len(rows)
+        if shard.world > 1:  # the loss over every worker's rows, as one process reports it
+            sums = torch.tensor([total, count], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(sums)
+            total, count = float(sums[0]), int(sums[1])
         seconds = time.perf_counter() - began
         model.eval()
-        held_auc = auc(predict(model, x_held), y_held)
+        held_auc = auc(predict(model, x_held), y_held) if shard.rank == 0 else float("nan")
+        yield Epoch(epoch, total / max(count, 1), held_auc, seconds, count / seconds), model
+
+
+def fit(x: np.ndarray, y: np.ndarray, x_held: np.ndarray, y_held: np.ndarray,
+        params: TrainParams, device: str = "cpu",
+        on_epoch: Callable[[Epoch], None] | None = None) -> FraudNet:
+    """Train in this process with fixed seeds; the model comes back on the CPU in eval mode."""
+    model = None
+    for epoch, trained in epochs(x, y, x_held, y_held, params, device):
+        model = trained
         if on_epoch is not None:
-            on_epoch(Epoch(epoch, total / len(order), held_auc, seconds, len(order) / seconds))
+            on_epoch(epoch)
+    assert model is not None  # params.epochs >= 1
     return model.cpu().eval()
 
 
@@ -208,6 +267,7 @@ class TrainResult:
     baseline_auc: float
     promotion: Promotion
     history: list[Epoch]
+    checkpoint: str | None = None  # the artifact store's key of a Ray Train run's checkpoint
 
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x, y, held-out x, held-out y
@@ -219,6 +279,11 @@ def training_data(store: Any, holdout_days: int) -> Data:
     return (*arrays(train_rows), *arrays(held_rows))
 
 
+def checkpoint_key(model: str, version: int) -> str:
+    """Where a data-parallel run's last checkpoint goes in the artifact store."""
+    return f"checkpoints/{model}/{version}/checkpoint.pt"
+
+
 def train(store: Any, params: TrainParams, gpus: int = 0,
           progress: Callable[[float, float, str], None] | None = None,
           log_metrics: Callable[[dict[str, Any]], None] | None = None,
@@ -226,28 +291,38 @@ def train(store: Any, params: TrainParams, gpus: int = 0,
     """The whole job against an artifact store (see the module's docstring); ``data``: the
     split already read (the tune job's)."""
     x, y, x_held, y_held = data or training_data(store, params.holdout_days)
-    device, warning = choose_device(gpus)
-    if warning:
-        log.warning(warning)
     history: list[Epoch] = []
+    device, where = "cpu", "cpu"  # where: what the progress lines say it trains on
 
     def on_epoch(epoch: Epoch) -> None:
         history.append(epoch)
         if progress is not None:
             progress(epoch.epoch, params.epochs, f"epoch {epoch.epoch}/{params.epochs}: loss "
                      f"{epoch.loss:.4f}, held-out AUC {epoch.auc:.4f}, "
-                     f"{epoch.samples_per_s:,.0f} samples/s on {device}")
+                     f"{epoch.samples_per_s:,.0f} samples/s on {where}")
         if log_metrics is not None:
             log_metrics({"epoch": epoch.epoch, "loss": round(epoch.loss, 5),
                          "held_out_auc": round(epoch.auc, 5)})
 
-    model = fit(x, y, x_held, y_held, params, device, on_epoch)
-    scores = predict(model, x_held)
-    candidate_auc = auc(scores, y_held)
-    # the trivial baseline: the amount alone, the rule a team starts with
-    baseline_auc = auc(x_held[:, FEATURES.index("log_amount")], y_held)
-    registry = ModelRegistry(store)
     with tempfile.TemporaryDirectory(prefix="sluice-train-") as scratch:
+        checkpoint: Path | None = None
+        if params.workers > 1:
+            from .train_ray import fit_on_ray  # Ray only for data-parallel runs
+
+            where = f"{params.workers} Ray Train workers"
+            run = fit_on_ray(x, y, x_held, y_held, params, gpus, on_epoch, Path(scratch))
+            model, checkpoint, device = run.model, run.checkpoint, run.device
+        else:
+            device, warning = choose_device(gpus)
+            if warning:
+                log.warning(warning)
+            where = device
+            model = fit(x, y, x_held, y_held, params, device, on_epoch)
+        scores = predict(model, x_held)
+        candidate_auc = auc(scores, y_held)
+        # the trivial baseline: the amount alone, the rule a team starts with
+        baseline_auc = auc(x_held[:, FEATURES.index("log_amount")], y_held)
+        registry = ModelRegistry(store)
         path = Path(scratch) / "model.pt2"
         export(model, path)
         record = registry.push(
@@ -259,6 +334,10 @@ def train(store: Any, params: TrainParams, gpus: int = 0,
             data_fingerprint=offline.fingerprint(store, layout.FEATURES),
             signature={"inputs": [{"name": "x", "datatype": "FP32", "dims": [len(FEATURES)]}],
                        "outputs": [{"name": "scores", "datatype": "FP32", "dims": [1]}]})
+        key = None
+        if checkpoint is not None:
+            key = checkpoint_key(params.model, record.version)
+            store.put_file(key, checkpoint)
         registry.set_alias(params.model, "candidate", record.version)
         production = production_auc(registry, params.model, x_held, y_held, Path(scratch))
     if params.promote == "always":
@@ -269,7 +348,7 @@ def train(store: Any, params: TrainParams, gpus: int = 0,
         promotion = decide(candidate_auc, production, params.min_gain)
     if promotion.promote:
         registry.set_alias(params.model, "production", record.version)
-    return TrainResult(record.version, candidate_auc, baseline_auc, promotion, history)
+    return TrainResult(record.version, candidate_auc, baseline_auc, promotion, history, key)
 
 
 def production_auc(registry: ModelRegistry, name: str, x: np.ndarray, y: np.ndarray,
@@ -304,5 +383,7 @@ def handler(context: Any, event: Any) -> dict[str, Any]:
                "production_auc": None if result.promotion.production is None
                else round(result.promotion.production, 5),
                "promoted": result.promotion.promote, "decision": result.promotion.reason}
+    if result.checkpoint is not None:
+        outcome["checkpoint"] = result.checkpoint
     context.logger.info_with("trained", **outcome)
     return outcome
