@@ -24,6 +24,7 @@ import numpy as np
 from sluice.errors import SpecError
 
 from . import layout
+from .ray_session import ray_session
 from .train import Data, Epoch, TrainParams, TrainResult, fit, train, training_data, typed_params
 
 
@@ -77,7 +78,6 @@ def _trial(config: dict[str, Any], data: tuple[np.ndarray, ...]) -> None:
 def search(data: Data, params: TuneParams,
            progress: Callable[[float, float, str], None] | None = None) -> list[Trial]:
     """Every trial's configuration and best held-out AUC, best first."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -106,12 +106,7 @@ def search(data: Data, params: TuneParams,
     # quiet: no console tables in the run's log, no warning that TensorBoard is missing
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=None if os.environ.get(
-            "RAY_ADDRESS") else params.cpus, include_dashboard=False, log_to_driver=False,
-            configure_logging=False)
-    try:
+    with ray_session(params.cpus):  # a private local Ray, or the one RAY_ADDRESS names
         space = {"lr": tune.loguniform(1e-4, 3e-2), "width": tune.choice([8, 16, 32, 64]),
                  "epochs": tune.randint(1, params.max_epochs + 1), "seed": params.seed}
         with tempfile.TemporaryDirectory(prefix="sluice-tune-") as storage:
@@ -134,9 +129,6 @@ def search(data: Data, params: TuneParams,
                 auc, epoch = best[trial_id]
                 trials.append(Trial({k: result.config[k] for k in ("lr", "width", "epochs")},
                                     auc, epoch))
-    finally:
-        if started_here:
-            ray.shutdown()
     if not trials:
         raise SpecError("tune: every trial failed; see the run's log")
     return sorted(trials, key=lambda trial: trial.auc, reverse=True)
