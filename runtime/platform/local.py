@@ -28,11 +28,12 @@ from .cron_targets import Deliver, HttpCronTarget, JobCronTarget
 from .deployed import Deployed, status_of, with_default_trigger
 from .jobs import AttemptRunner, Jobs, JobTarget
 from .lag import function_lag
+from .local_workers import LocalWorkers
 from .logs import FunctionLog
 from .scheduler import CronTarget, ScheduleInfo, Scheduler
 from .states import FunctionState, RunState, can_move
 from .store import FunctionRecord, RunRecord, Store
-from .supervisor import WorkerSet, listen
+from .supervisor import WorkerLauncher, WorkerSet
 from .worker_configs import WorkerDefaults, kafka_settings, worker_configs
 
 
@@ -42,9 +43,12 @@ class LocalPlatform:
     def __init__(self, settings: Settings, api_url: str | None = None,
                  kafka_bootstrap: str | None = None,
                  kafka_security: dict[str, Any] | None = None,
-                 job_runner: AttemptRunner | None = None) -> None:
+                 job_runner: AttemptRunner | None = None,
+                 worker_launcher: WorkerLauncher | None = None) -> None:
         self.settings = settings
         self.job_runner = job_runner  # where job attempts run (None: processes here)
+        self.worker_launcher = worker_launcher  # where workers run (None: processes here)
+        self._launcher: WorkerLauncher | None = None
         self.api_url = api_url
         self.defaults = WorkerDefaults(api_url, secrets.token_hex(16), kafka_bootstrap,
                                        kafka_security or {}, settings.artifacts_uri(),
@@ -67,6 +71,12 @@ class LocalPlatform:
         return self._store
 
     @property
+    def launcher(self) -> WorkerLauncher:
+        if self._launcher is None:
+            raise PlatformError("the platform is not started")
+        return self._launcher
+
+    @property
     def jobs(self) -> Jobs:
         if self._jobs is None:
             raise PlatformError("the platform is not started")
@@ -84,6 +94,7 @@ class LocalPlatform:
         self._store = Store(self.settings.db_path)
         # workers read this pipe; it closes when the platform dies, and they stop
         self._lifeline_r, self._lifeline_w = os.pipe()
+        self._launcher = self.worker_launcher or LocalWorkers(self._lifeline_r)
         self._client = httpx.AsyncClient(timeout=None)
         self._scheduler = Scheduler(self._store)
         self._jobs = Jobs(self._store, self.settings.logs_dir / "runs",
@@ -220,11 +231,9 @@ class LocalPlatform:
                                self.settings.functions_dir / spec.name),
                 self.settings.functions_dir / spec.name,
                 fn.log,
-                self._lifeline_r,
-                sock.fileno() if sock is not None else None,
+                self.launcher.launch_for(spec, sock, build_env),
                 on_change=lambda: self._on_workers_changed(fn),
                 on_restart=lambda code: self._on_restart(fn),
-                build_env=build_env,
             )
             (self.settings.functions_dir / spec.name).mkdir(parents=True, exist_ok=True)
             await workers.start()
@@ -325,11 +334,11 @@ class LocalPlatform:
 
     def _listen(self, host: str, port: int | None, fixed: bool) -> socket.socket:
         try:
-            return listen(host, port)
+            return self.launcher.hold_port(host, port)
         except OSError as exc:
             if fixed or port is None:
                 raise DeployError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            return listen(host, None)  # the remembered port is taken now: take another
+            return self.launcher.hold_port(host, None)  # the remembered port is taken now
 
     async def _retire(self, workers: WorkerSet, sock: socket.socket | None) -> None:
         await workers.stop()

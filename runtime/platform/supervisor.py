@@ -1,29 +1,33 @@
 """Worker processes of one function: start them, watch them, restart them, drain them.
 
-All workers of a function share one listening socket that the platform owns, so a new version's
-workers start accepting on the same port before the old ones drain (no failed request during a
-redeploy), and a crashed worker's connections are simply taken by the others.
+Where a worker runs is the :class:`Launch` the platform hands a :class:`WorkerSet`: a process of
+this machine (:mod:`sluice.platform.local_workers`, the default) or one in a Ray actor
+(:mod:`sluice.platform.ray_workers`). Either runs ``python -m sluice.worker --config ...`` and
+hands every line the worker writes (stdout, stderr, control messages) back as it comes; the
+supervision here (readiness, health, restarts with back-off, drains) is the same for both.
+
+Locally all workers of a function share one listening socket that the platform owns, so a new
+version's workers start accepting on the same port before the old ones drain (no failed request
+during a redeploy), and a crashed worker's connections are simply taken by the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sluice.errors import DeployError
+from sluice.spec import FunctionSpec
 from sluice.worker.config import EXIT_OK, EXIT_RECYCLED, WorkerConfig
 
-from .build_env import BuildEnv, environ_for, python_for
-from .logs import FunctionLog, pump
+from .build_env import BuildEnv
+from .logs import FunctionLog
 
 READY_TIMEOUT = 60.0
 # a lone worker's stop; a WorkerSet gives each worker twice its drain timeout (HTTP, then Kafka)
@@ -51,88 +55,92 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-def listen(host: str, port: int | None) -> socket.socket:
-    """The function's port, owned by the platform and inherited by every worker."""
-    sock = socket.create_server((host, port or 0), backlog=2048)
-    sock.set_inheritable(True)
-    return sock
+OnLine = Callable[[str, bytes], None]  # (stream: "stdout" | "stderr" | "control", line)
+
+
+class Launched(Protocol):
+    """A started worker process, wherever it runs."""
+
+    @property
+    def pid(self) -> int:
+        """Its pid (on the machine it runs on)."""
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once it exited; None while it runs."""
+
+    async def wait(self) -> int:
+        """Its exit code, once it exited and every line it wrote was handed on."""
+
+    async def stop(self, timeout: float) -> bool:
+        """SIGTERM (it drains), SIGKILL to its process group after ``timeout`` seconds; True
+        when it took the SIGKILL. Returns once it exited."""
+
+    def describe_exit(self) -> str:
+        """How it ended, for the function's log (``was killed by SIGKILL``)."""
+
+
+# starts one worker with this config (its file written at the path, if it runs here), its lines
+# to the callback; returns once the process started (DeployError when it cannot be)
+Launch = Callable[[WorkerConfig, Path, OnLine], Awaitable[Launched]]
+
+
+class WorkerLauncher(Protocol):
+    """Where a platform runs its functions' workers: processes of this machine
+    (:class:`~sluice.platform.local_workers.LocalWorkers`) or Ray actors
+    (:class:`~sluice.platform.ray_workers.RayWorkers`)."""
+
+    def hold_port(self, host: str, port: int | None) -> socket.socket:
+        """The function's HTTP port (a free one when None), held by the platform for as long
+        as the function has it; OSError when it cannot be had."""
+
+    def launch_for(self, spec: FunctionSpec, sock: socket.socket | None,
+                   build_env: BuildEnv | None) -> Launch:
+        """How each worker of one generation of a function starts: on ``sock`` (the
+        function's port, if it has one), with its build environment's python."""
 
 
 class WorkerProcess:
-    """One worker process and its pipes."""
+    """One worker process: its readiness, its health, its output into the function's log."""
 
     def __init__(self, config: WorkerConfig, config_path: Path, log: FunctionLog,
-                 on_health: Callable[[int, bool, str], None] | None = None,
-                 build_env: BuildEnv | None = None) -> None:
+                 launch: Launch, on_health: Callable[[int, bool, str], None] | None = None
+                 ) -> None:
         self.config = config
         self.config_path = config_path
         self.log = log
+        self.launch = launch
         self.on_health = on_health
-        self.build_env = build_env  # the function's build commands' venv: its python runs it
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Launched | None = None
         self.started_at = 0.0
         self.stopping = False
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pumps: list[asyncio.Task[None]] = []
 
     @property
     def worker_id(self) -> int:
         return self.config.worker_id
 
-    async def start(self, lifeline_fd: int, listen_fd: int | None) -> None:
-        control_r, control_w = os.pipe()
-        config = replace(self.config, control_fd=control_w, parent_fd=lifeline_fd,
-                         listen_fd=listen_fd)
-        self.config_path.write_text(config.to_json())
-        env = environ_for(self.build_env, os.environ)
-        env.update(self.config.env)
-        env["PYTHONUNBUFFERED"] = "1"
-        fds = [control_w, lifeline_fd] + ([listen_fd] if listen_fd is not None else [])
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                python_for(self.build_env), "-m", "sluice.worker", "--config",
-                str(self.config_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=fds,
-                env=env,
-                start_new_session=True,  # its own process group: stop() signals all it started
-            )
-        except BaseException:
-            os.close(control_r)
-            raise
-        finally:
-            os.close(control_w)
+    async def start(self) -> None:
+        self.process = await self.launch(self.config, self.config_path, self._line)
         self.started_at = time.monotonic()
-        assert self.process.stdout is not None and self.process.stderr is not None
-        self._pumps = [
-            asyncio.create_task(self._pump(self.process.stdout, "stdout")),
-            asyncio.create_task(self._pump(self.process.stderr, "stderr")),
-            asyncio.create_task(self._control(control_r)),
-        ]
 
-    async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
-        await pump(stream, lambda line: self.log.worker_output(line, self.worker_id, name))
-
-    async def _control(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
-        )
+    def _line(self, stream: str, line: bytes) -> None:
+        if stream != "control":
+            self.log.worker_output(line, self.worker_id, stream)
+            return
         try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                if message.get("event") == "ready" and not self._ready.done():
-                    self._ready.set_result(None)
-                elif message.get("event") == "failed" and not self._ready.done():
-                    self._ready.set_exception(DeployError(str(message.get("error"))))
-                elif message.get("event") == "health" and self.on_health is not None:
-                    self.on_health(self.worker_id, bool(message.get("ok")),
-                                   str(message.get("reason", "")))
-        finally:
-            transport.close()
+            message = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        if message.get("event") == "ready" and not self._ready.done():
+            self._ready.set_result(None)
+        elif message.get("event") == "failed" and not self._ready.done():
+            self._ready.set_exception(DeployError(str(message.get("error"))))
+        elif message.get("event") == "health" and self.on_health is not None:
+            self.on_health(self.worker_id, bool(message.get("ok")),
+                           str(message.get("reason", "")))
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once the worker serves; raise DeployError if it fails or exits first."""
@@ -148,19 +156,16 @@ class WorkerProcess:
         if self._ready in done or self._ready.done():
             self._ready.result()  # raises the worker's own startup error
             return
-        if exited in done:
-            await asyncio.sleep(0.05)  # let the control pipe deliver the reason, if any
+        if exited in done:  # every line is in: a startup error has been read by now
             if self._ready.done():
                 self._ready.result()
-            raise DeployError(f"worker {self.worker_id} {describe_exit(self.process.returncode)}"
+            raise DeployError(f"worker {self.worker_id} {self.process.describe_exit()}"
                               " before it was ready (see `sluice logs`)")
         raise DeployError(f"worker {self.worker_id} was not ready within {timeout:g}s")
 
     async def wait(self) -> int:
         assert self.process is not None
-        code = await self.process.wait()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        return code
+        return await self.process.wait()
 
     async def stop(self, timeout: float = STOP_TIMEOUT, final: bool = True) -> None:
         """SIGTERM (the worker drains), then SIGKILL to its whole group after ``timeout``.
@@ -169,16 +174,9 @@ class WorkerProcess:
         process = self.process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
+        if await process.stop(timeout):
             self.log.event("warn", f"worker {self.worker_id} did not stop within {timeout:g}s;"
-                           " killing it", worker=self.worker_id)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
+                           " it was killed", worker=self.worker_id)
 
 
 OnChange = Callable[[], None]
@@ -192,18 +190,14 @@ class WorkerSet:
         configs: list[WorkerConfig],
         state_dir: Path,
         log: FunctionLog,
-        lifeline_fd: int,
-        listen_fd: int | None,
+        launch: Launch,
         on_change: OnChange,
         on_restart: Callable[[int], None],
-        build_env: BuildEnv | None = None,
     ) -> None:
         self.configs = configs
-        self.build_env = build_env
         self.state_dir = state_dir
         self.log = log
-        self.lifeline_fd = lifeline_fd
-        self.listen_fd = listen_fd
+        self.launch = launch  # where each worker runs (a local process, a Ray actor)
         self.on_change = on_change
         self.on_restart = on_restart
         self.workers: dict[int, WorkerProcess] = {}
@@ -215,7 +209,7 @@ class WorkerSet:
 
     def _new(self, config: WorkerConfig) -> WorkerProcess:
         path = self.state_dir / f"worker-{config.generation}-{config.worker_id}.json"
-        worker = WorkerProcess(config, path, self.log, self._health, self.build_env)
+        worker = WorkerProcess(config, path, self.log, self.launch, self._health)
         self.workers[config.worker_id] = worker
         return worker
 
@@ -232,8 +226,13 @@ class WorkerSet:
         """Start every worker and wait until all are ready; on failure stop them and raise."""
         workers = [self._new(config) for config in self.configs]
         try:
-            for worker in workers:
-                await worker.start(self.lifeline_fd, self.listen_fd)
+            # all at once (a Ray actor takes a moment to place); every start settled before
+            # a failure stops them, so that none is left starting behind our back
+            started = await asyncio.gather(*(w.start() for w in workers),
+                                           return_exceptions=True)
+            for result in started:
+                if isinstance(result, BaseException):
+                    raise result
             await asyncio.gather(*(w.wait_ready(timeout) for w in workers))
         except BaseException:
             await self.stop(timeout=5.0)
@@ -249,6 +248,7 @@ class WorkerSet:
             code = await worker.wait()
             if self.stopping or worker.stopping:
                 return
+            assert worker.process is not None
             self.ready.discard(config.worker_id)
             self.unhealthy.pop(config.worker_id, None)
             self.on_change()
@@ -261,7 +261,8 @@ class WorkerSet:
                 failures += 1
             delay = restart_delay(failures)
             self.log.event("warn" if code in (EXIT_OK, EXIT_RECYCLED) else "error",
-                           f"worker {config.worker_id} {describe_exit(code)}; restarting"
+                           f"worker {config.worker_id} {worker.process.describe_exit()}; "
+                           "restarting"
                            + (f" in {delay:.1f}s" if delay else ""), worker=config.worker_id)
             self.restarts += 1
             self.on_restart(code)
@@ -271,7 +272,7 @@ class WorkerSet:
                 return
             fresh = self._new(config)
             try:
-                await fresh.start(self.lifeline_fd, self.listen_fd)
+                await fresh.start()
                 await fresh.wait_ready()
             except Exception as exc:  # keep trying with back-off, whatever went wrong
                 self.log.event("error", f"worker {config.worker_id} failed to restart: {exc}",
