@@ -74,9 +74,9 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     job_runner = None
     try:
         if ray:
-            from . import ray_jobs
+            from . import ray_cluster, ray_jobs
 
-            ray_at = ray_jobs.connect(ray_address, ray_cpus)
+            ray_at = ray_cluster.connect(ray_address, ray_cpus)
             job_runner = ray_jobs.RayAttempts()
         platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap,
                                  kafka_security=cluster.security, job_runner=job_runner)
@@ -166,9 +166,9 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
 
 def _leave_ray(ray_at: str | None) -> None:
     if ray_at is not None:
-        from . import ray_jobs
+        from . import ray_cluster
 
-        ray_jobs.disconnect()
+        ray_cluster.disconnect()
 
 
 def _version() -> str:
