@@ -33,8 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-broker", action="store_true",
                     help="do not start the embedded Kafka broker")
     up.add_argument("--platform", choices=["local", "ray"], default="local",
-                    help="ray: job runs execute as Ray tasks with their resources (http, "
-                    "serving and kafka functions still run as local processes)")
+                    help="ray: every job run and every worker of an http, serving or kafka "
+                    "function runs in a Ray actor with the spec's resources (HTTP still goes "
+                    "straight to the workers)")
     up.add_argument("--ray-address", metavar="auto|ADDRESS",
                     help="the Ray cluster to join (auto: the one `ray start` started here); "
                     "unset, a local Ray is started with the daemon")
@@ -225,8 +226,8 @@ def cmd_info(args: argparse.Namespace) -> int:
           "sluice.nuclio_dashboard_url() adds the token)")
     print(f"broker           {info.get('broker') or '-'}")
     if info.get("platform") == "ray":
-        print(f"platform         ray at {info.get('ray')}: job runs are Ray tasks; http, "
-              "serving and kafka functions run as local worker processes")
+        print(f"platform         ray at {info.get('ray')}: job runs are Ray tasks and every "
+              "worker a Ray actor")
     else:
         print("platform         local (every function a process on this machine)")
     print(f"functions        {info['functions']}")

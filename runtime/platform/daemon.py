@@ -48,9 +48,9 @@ def _api_socket(settings: Settings) -> socket.socket:
 async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.stdout,
                      embedded_broker: bool = True, ray: bool = False,
                      ray_address: str | None = None, ray_cpus: int | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. ``ray``: job runs execute on a Ray cluster (the one at
-    ``ray_address``, else a local Ray with ``ray_cpus`` CPUs); every other function still runs
-    as local worker processes."""
+    """Serve until SIGTERM/SIGINT. ``ray``: functions run on a Ray cluster (the one at
+    ``ray_address``, else a local Ray with ``ray_cpus`` CPUs): each job attempt and each worker
+    of an http, serving or Kafka function is a Ray actor with the spec's resources."""
     import uvicorn
 
     from sluice.packaging import FUNCTION_FILE_SUFFIXES, spec_from_path
@@ -71,15 +71,17 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
         broker = EmbeddedBroker(log_path=settings.logs_dir / "broker.log").start()
         bootstrap = broker.bootstrap
     ray_at = None
-    job_runner = None
+    job_runner = worker_launcher = None
     try:
         if ray:
-            from . import ray_cluster, ray_jobs
+            from . import ray_cluster, ray_jobs, ray_workers
 
             ray_at = ray_cluster.connect(ray_address, ray_cpus)
             job_runner = ray_jobs.RayAttempts()
+            worker_launcher = ray_workers.RayWorkers()
         platform = LocalPlatform(settings, api_url=api_url, kafka_bootstrap=bootstrap,
-                                 kafka_security=cluster.security, job_runner=job_runner)
+                                 kafka_security=cluster.security, job_runner=job_runner,
+                                 worker_launcher=worker_launcher)
         await platform.start()
     except BaseException:
         if broker is not None:
@@ -112,8 +114,8 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     print(f"  nuclio       {api_url}/nuclio   (the dashboard URL for nuclio-jupyter; "
           "sluice.nuclio_dashboard_url() adds the token)", file=out)
     if ray_at is not None:
-        print(f"  platform     ray at {ray_at}: job runs are Ray tasks with their resources; "
-              "http, serving and kafka functions still run as local worker processes", file=out)
+        print(f"  platform     ray at {ray_at}: job runs are Ray tasks and every worker a Ray "
+              "actor, with their resources; HTTP goes straight to the workers", file=out)
     if bootstrap:
         kind = "embedded Tansu, in memory" if broker is not None else "your cluster"
         print(f"  kafka        {bootstrap}   ({kind})", file=out)

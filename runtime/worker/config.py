@@ -22,11 +22,14 @@ class WorkerConfig:
     generation: int = 1
     timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
-    # the HTTP trigger: an inherited listening socket (fd) or a port to bind (standalone)
+    # the HTTP trigger: an inherited listening socket (fd) or a port to bind (standalone);
+    # reuse_port: bind it with SO_REUSEPORT beside the function's other workers (on Ray, where
+    # nothing is inherited from the platform, which holds the port bound the same way)
     http_trigger: str | None = "http"
     listen_fd: int | None = None
     host: str = "127.0.0.1"
     port: int | None = None
+    reuse_port: bool = False
     max_request_body_size: int = 4 * 1024 * 1024
     max_inflight: int = 256
     max_connections: int = 10_000

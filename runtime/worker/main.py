@@ -73,6 +73,8 @@ def _listening_socket(config: WorkerConfig) -> socket.socket:
         return socket.socket(fileno=config.listen_fd)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if config.reuse_port:  # the kernel spreads the port's connections over its listeners
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((config.host, config.port or 0))
     sock.listen(2048)
     return sock
