@@ -39,16 +39,18 @@ def ray_resources(resources: Resources, default_cpus: float = 1, share: int = 1
     return options
 
 
-def unplaceable(options: dict[str, Any], cluster: dict[str, float]) -> str | None:
+def unplaceable(options: dict[str, Any], cluster: dict[str, float], asker: str = "it asks"
+                ) -> str | None:
     """Why a cluster with these total resources (all its nodes together) could never run the
-    actor; None when it could. A request no single node can hold is not caught here."""
+    actor (or actors: ``asker`` names who asks); None when it could. A request no single node
+    can hold is not caught here."""
     for option, name, unit, scale in (("num_cpus", "CPU", "CPU(s)", 1),
                                       ("num_gpus", "GPU", "GPU(s)", 1),
                                       ("memory", "memory", "MiB of memory", 2**20)):
         wanted = options.get(option) or 0
         have = cluster.get(name, 0)
         if wanted > have:
-            return (f"it asks for {wanted / scale:g} {unit} but the whole Ray cluster has "
+            return (f"{asker} for {wanted / scale:g} {unit} but the whole Ray cluster has "
                     f"{have / scale:g}; lower the function's resources or add nodes")
     return None
 

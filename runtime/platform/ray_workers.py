@@ -188,4 +188,12 @@ class RayWorkers:
 
     def launch_for(self, spec: FunctionSpec, sock: socket.socket | None,
                    build_env: BuildEnv | None) -> Launch:
-        return RayLaunch(worker_options(spec), build_env, os.getcwd())
+        """Refuses at once a generation the whole cluster could not hold (Ray would leave its
+        workers pending until the deploy times out)."""
+        options = worker_options(spec)
+        count = max(1, spec.replicas.min) * spec.workers
+        why = unplaceable({k: v * count for k, v in options.items()}, ray.cluster_resources(),
+                          "together they ask" if count > 1 else "it asks")
+        if why is not None:
+            raise DeployError(f"Ray cannot place the function's {count} worker(s): {why}")
+        return RayLaunch(options, build_env, os.getcwd())

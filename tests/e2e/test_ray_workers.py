@@ -103,9 +103,20 @@ def test_a_function_asking_for_more_than_the_ray_cluster_has_fails_at_once(ray_d
     started = time.monotonic()
     result = ray_daemon.cli("deploy", str(tmp_path / "huge.yaml"), check=False)
     assert result.returncode == 1 and time.monotonic() - started < 30
-    assert ("Ray cannot place worker 0: it asks for 4 CPU(s) but the whole Ray cluster has 2"
-            in result.stderr)
+    assert ("Ray cannot place the function's 1 worker(s): it asks for 4 CPU(s) but the whole "
+            "Ray cluster has 2" in result.stderr)
     ray_daemon.cli("delete", "huge")
+    # half a CPU per replica: scaling to 5 replicas is refused, the replica serving stays
+    deployed = ray_daemon.deploy(H, "roomy", "--handler", "where")["status"]
+    started = time.monotonic()
+    result = ray_daemon.cli("scale", "roomy", "--replicas", "5", check=False)
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    assert ("Ray cannot place the function's 5 worker(s): together they ask for 2.5 CPU(s) "
+            "but the whole Ray cluster has 2" in result.stderr)
+    now = status(ray_daemon, "roomy")
+    assert (now["state"], now["replicas"], now["pids"]) == ("ready", 1, deployed["pids"])
+    assert httpx.post(deployed["endpoint"] + "/", json={}).json()["pid"] == now["pids"][0]
+    ray_daemon.cli("delete", "roomy")
 
 
 def test_a_killed_worker_actor_is_restarted_and_the_function_serves_again(ray_daemon):
