@@ -177,6 +177,32 @@ def test_a_kafka_function_on_ray_consumes_as_one_consumer_group(ray_daemon):
     ray_daemon.cli("delete", "ray-scorer")
 
 
+def test_a_serving_function_on_ray_answers_v2_from_its_actors_worker(ray_daemon, tmp_path):
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2)).eval()
+    torch.save(model, tmp_path / "tiny.pt")
+    ray_daemon.cli("models", "push", "tiny", str(tmp_path / "tiny.pt"))
+    spec = {"name": "tiny", "kind": "serving",
+            "serving": {"model": "tiny", "inputs": [{"name": "x", "dims": [4]}],
+                        "outputs": [{"name": "y", "dims": [2]}]}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    deployed = json.loads(ray_daemon.cli("deploy", str(tmp_path / "tiny.yaml"), "-o",
+                                         "json").stdout)["status"]
+    [pid] = deployed["pids"]
+    assert parent_of(pid).startswith("ray::WorkerActor")
+    rows = np.arange(8, dtype=np.float32).reshape(2, 4)
+    answer = httpx.post(deployed["endpoint"] + "/v2/models/tiny/infer", timeout=30, json={
+        "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                    "data": rows.ravel().tolist()}]}).json()
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(rows)).numpy().ravel()
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=1e-5)
+    ray_daemon.cli("delete", "tiny")
+
+
 def test_cron_fires_once_per_tick_to_workers_on_ray(ray_daemon, tmp_path):
     fires_file = deploy_cron(ray_daemon, tmp_path, "ray-ticker", {"interval": "1s"}, workers=2)
     assert all(parent_of(p).startswith("ray::WorkerActor")
