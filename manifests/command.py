@@ -55,6 +55,9 @@ def add_commands(sub: Any, function_flags: Callable[[argparse.ArgumentParser], N
     render.add_argument("--secret", default=DEFAULT_SECRET, metavar="NAME",
                         help="the Secret every sluice pod takes env from, if it exists "
                              f"(default {DEFAULT_SECRET})")
+    render.add_argument("--state-size", default="1Gi", metavar="SIZE|none",
+                        help="the platform's state on a PersistentVolumeClaim of this size "
+                             "(default 1Gi); none: an emptyDir, lost when its pod moves")
     render.add_argument("--no-platform", action="store_true",
                         help="leave out the platform's own Deployment, Service, ConfigMap")
     render.add_argument("--apply", action="store_true",
@@ -82,7 +85,9 @@ def cmd_render(args: argparse.Namespace,
     options = RenderOptions(image_registry=args.image_registry, tag=args.tag,
                             namespace=args.namespace, artifacts=args.artifacts,
                             kafka_bootstrap=args.kafka_bootstrap, jobs=args.jobs,
-                            secret=args.secret, platform=not args.no_platform)
+                            secret=args.secret, platform=not args.no_platform,
+                            state_size=None if args.state_size.lower() == "none"
+                            else args.state_size)
     pipeline = None
     if _is_pipeline(args.path):
         given = [f"--{o.replace('fn_', '').replace('_', '-')}" for o in _FUNCTION_OPTIONS

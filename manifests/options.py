@@ -25,6 +25,7 @@ DEFAULT_SECRET = "sluice-secrets"
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9._:-]*[a-z0-9])?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[1-9]\d*(\.\d+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -40,6 +41,9 @@ class RenderOptions:
     jobs: JobsMode = "cronjob"  # job functions as CronJobs, or as NuclioFunctions
     secret: str = DEFAULT_SECRET  # the Secret every sluice pod takes env from (optional)
     platform: bool = True  # also render the platform's own Deployment, Service, ConfigMap
+    # the platform's state (functions, runs, logs) on a PersistentVolumeClaim of this size;
+    # None: an emptyDir, lost when the pod moves
+    state_size: str | None = "1Gi"
 
     def __post_init__(self) -> None:
         if not _REGISTRY.match(self.image_registry):
@@ -60,6 +64,9 @@ class RenderOptions:
                             ", e.g. kafka.kafka.svc:9092")
         if self.jobs not in JOBS_MODES:
             raise SpecError(f"--jobs {self.jobs!r}: one of {', '.join(JOBS_MODES)}")
+        if self.state_size is not None and not _QUANTITY.match(self.state_size):
+            raise SpecError(f"--state-size {self.state_size!r}: a storage quantity such as "
+                            "1Gi or 500Mi, or none for an emptyDir")
         if not _DNS_NAME.match(self.secret):
             raise SpecError(f"--secret {self.secret!r}: a Secret's name, e.g. sluice-secrets")
 

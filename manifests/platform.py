@@ -3,8 +3,11 @@
 - ConfigMap ``sluice-config``: the platform's ``config.yaml`` (the Kafka cluster, the artifact
   store), mounted as ``$SLUICE_HOME/config.yaml``, as on one machine;
 - Deployment ``sluice-platform``: one replica of the sluice image running
-  ``sluice up --no-broker`` (the cluster has Kafka); its state (SQLite) lives in an
-  ``emptyDir``, so it starts afresh when the pod moves;
+  ``sluice up --no-broker`` (the cluster has Kafka);
+- PersistentVolumeClaim ``sluice-state`` (``--state-size``, 1Gi by default): the platform's
+  state (functions, runs, logs: ``$SLUICE_HOME``), which outlives the pod as it does a
+  restart on one machine; ``--state-size none`` puts it in an ``emptyDir`` instead, so the
+  platform starts afresh whenever its pod moves;
 - Service ``sluice-platform``: the API and the Nuclio dashboard API on port 8070;
 - Secrets by reference only: the API token from the Secret ``sluice-token`` (key ``token``,
   mounted as ``$SLUICE_HOME/token``: without it the pod does not start, rather than run an API
@@ -26,6 +29,7 @@ from .secrets import env_from
 
 NAME = "sluice-platform"
 CONFIG_MAP = "sluice-config"
+STATE_CLAIM = "sluice-state"
 TOKEN_SECRET = "sluice-token"
 API_PORT = 8070
 HOME = "/var/lib/sluice"
@@ -39,7 +43,7 @@ def _metadata(name: str, options: RenderOptions, pipeline: str | None) -> dict[s
 
 
 def platform_resources(options: RenderOptions, pipeline: str | None) -> list[dict[str, Any]]:
-    """The ConfigMap, Deployment and Service of the platform."""
+    """The ConfigMap, state claim, Deployment and Service of the platform."""
     config = {"kafka": {"bootstrap_servers": options.kafka_bootstrap},
               "artifacts": options.artifacts}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap",
@@ -65,7 +69,8 @@ def platform_resources(options: RenderOptions, pipeline: str | None) -> list[dic
         ],
     }
     volumes = [
-        {"name": "state", "emptyDir": {}},
+        {"name": "state", "emptyDir": {}} if options.state_size is None else
+        {"name": "state", "persistentVolumeClaim": {"claimName": STATE_CLAIM}},
         {"name": "config", "configMap": {"name": CONFIG_MAP}},
         {"name": "token", "secret": {"secretName": TOKEN_SECRET,
                                      "items": [{"key": "token", "path": "token"}]}},
@@ -88,4 +93,12 @@ def platform_resources(options: RenderOptions, pipeline: str | None) -> list[dic
                  "ports": [{"name": "api", "port": API_PORT, "targetPort": "api",
                             "protocol": "TCP"}]},
     }
-    return [config_map, deployment, service]
+    if options.state_size is None:
+        return [config_map, deployment, service]
+    claim = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(STATE_CLAIM, options, pipeline),
+        "spec": {"accessModes": ["ReadWriteOnce"],  # one pod: the Deployment recreates it
+                 "resources": {"requests": {"storage": options.state_size}}},
+    }
+    return [config_map, claim, deployment, service]

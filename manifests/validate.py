@@ -28,6 +28,7 @@ from sluice.spec import FunctionSpec
 
 CORE_MODELS = {("v1", "ConfigMap"): "V1ConfigMap", ("v1", "Service"): "V1Service",
                ("v1", "Secret"): "V1Secret", ("apps/v1", "Deployment"): "V1Deployment",
+               ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
                ("batch/v1", "CronJob"): "V1CronJob", ("batch/v1", "Job"): "V1Job"}
 KSERVE_MODELS = {("serving.kserve.io/v1beta1", "InferenceService"): "V1beta1InferenceService"}
 NUCLIO = ("nuclio.io/v1beta1", "NuclioFunction")

@@ -33,7 +33,7 @@ def test_render_the_pipeline_writes_validated_manifests_and_a_readme(tmp_path):
     result = render("functions/pipeline.yaml", "--target", "kubernetes", "-o", str(out),
                     "--image-registry", "registry.example.com/ml", "--tag", "v1")
     assert result.returncode == 0, result.stderr
-    assert "Rendered 11 resource(s) for 6 function(s)" in result.stdout
+    assert "Rendered 12 resource(s) for 6 function(s)" in result.stdout
     assert "enrich: triggers.events: output" in result.stderr  # the Nuclio caveat, as warning
     isvc = yaml.safe_load((out / "inferenceservice-serve.yaml").read_text())
     assert isvc["spec"]["predictor"]["containers"][0]["image"] == (

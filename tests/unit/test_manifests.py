@@ -228,7 +228,8 @@ def test_triton_serving_without_a_signature_or_with_kafka_is_refused():
 def test_platform_renders_a_deployment_service_and_config_map_with_secret_references():
     bundle = render_specs({}, RenderOptions(artifacts="s3://b/p", kafka_bootstrap="k:9092"))
     kinds = sorted(r.document["kind"] for r in bundle.resources)
-    assert kinds == ["ConfigMap", "Deployment", "Service"]  # never a Secret with values
+    # never a Secret with values
+    assert kinds == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"]
     config = yaml.safe_load(resource(bundle, "ConfigMap", "sluice-config")["data"]["config.yaml"])
     assert config == {"kafka": {"bootstrap_servers": "k:9092"}, "artifacts": "s3://b/p"}
     pod = resource(bundle, "Deployment", "sluice-platform")["spec"]["template"]["spec"]
@@ -239,6 +240,21 @@ def test_platform_renders_a_deployment_service_and_config_map_with_secret_refere
     assert token["secret"]["secretName"] == "sluice-token"
     service = resource(bundle, "Service", "sluice-platform")
     assert service["spec"]["ports"][0]["port"] == 8070
+
+
+def test_platform_state_is_on_a_claim_unless_asked_for_an_empty_dir():
+    bundle = render_specs({}, RenderOptions(state_size="5Gi"))
+    claim = resource(bundle, "PersistentVolumeClaim", "sluice-state")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    pod = resource(bundle, "Deployment", "sluice-platform")["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state == {"name": "state", "persistentVolumeClaim": {"claimName": "sluice-state"}}
+    assert {"name": "state", "mountPath": "/var/lib/sluice"} in pod["containers"][0][
+        "volumeMounts"]
+    bundle = render_specs({}, RenderOptions(state_size=None))
+    assert "PersistentVolumeClaim" not in {r.document["kind"] for r in bundle.resources}
+    pod = resource(bundle, "Deployment", "sluice-platform")["spec"]["template"]["spec"]
+    assert {"name": "state", "emptyDir": {}} in pod["volumes"]
 
 
 def test_secret_references_render_as_secret_key_refs_and_no_value_is_inlined():
@@ -351,6 +367,7 @@ def test_job_spec_yaml_keeps_a_timeout_equal_to_the_field_default():
 @pytest.mark.parametrize(("field", "value"), [
     ("image_registry", "Registry/"), ("tag", "a b"), ("namespace", "Prod"),
     ("artifacts", "/var/lib/artifacts"), ("kafka_bootstrap", "kafka"), ("secret", "A_B"),
+    ("state_size", "lots"), ("state_size", "0Gi"),
 ])
 def test_options_refuse_bad_values_naming_the_flag(field, value):
     with pytest.raises(SpecError, match=f"^--{field.replace('_', '-')} "):

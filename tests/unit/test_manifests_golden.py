@@ -52,6 +52,7 @@ def test_the_pipeline_renders_each_function_to_its_kind_of_resource():
                            if "/" not in path and path.endswith(".yaml"))}
     assert resources == {
         ("ConfigMap", "sluice-config"), ("Deployment", "sluice-platform"),
+        ("PersistentVolumeClaim", "sluice-state"),
         ("Service", "sluice-platform"),
         ("CronJob", "generate"), ("CronJob", "etl"), ("CronJob", "etl-nightly"),
         ("CronJob", "train"), ("CronJob", "train-retrain"), ("CronJob", "tune"),
