@@ -95,7 +95,8 @@ class ServiceTimes:
 
     Sizes are kept in power-of-two buckets, each a window of the latest ``window`` samples;
     the estimate for a size interpolates between the nearest observed buckets and never
-    decreases with size (a larger batch is never assumed faster).
+    decreases with size (a larger batch is never assumed faster). Beyond the observed sizes it
+    is proportional to the rows: above them a pessimistic guess, below them an optimistic one.
 
     Estimates can go stale: a model that looked too slow gets no work, so no sample would ever
     correct it. After ``stale_after`` seconds without a sample, :meth:`stale` is true (the
@@ -187,8 +188,13 @@ class ServiceTimes:
         i = bisect.bisect_left(sizes, rows)
         if i < len(sizes) and sizes[i] == rows:
             return seconds[i]
-        if i == 0:  # smaller than anything seen: the smallest observed
+        if i == 0 and self.bucket(rows) == sizes[0]:  # in the smallest bucket seen
             return seconds[0]
+        if i == 0:  # smaller than anything seen: in proportion, as if no fixed cost (an
+            # optimistic guess, so a small request is tried and learned, never refused on what
+            # a batch of 256 took: a model that has only scored Kafka batches would otherwise
+            # refuse every single HTTP request until its estimate went stale)
+            return seconds[0] * rows / sizes[0]
         if i == len(sizes):  # larger than anything seen: grow in proportion to the rows
             return seconds[-1] * rows / sizes[-1]
         low, high = sizes[i - 1], sizes[i]

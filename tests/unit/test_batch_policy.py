@@ -116,6 +116,16 @@ def test_service_times_interpolate_and_never_shrink_with_size():
     assert est.estimate(64) == 0.004
     assert 0.001 < est.estimate(8) < 0.004
     assert est.estimate(128) == pytest.approx(0.008)  # beyond what was seen: proportional
+    assert times(r256=0.032).estimate(1) == pytest.approx(0.000125)  # below it too
+
+
+def test_a_single_request_is_not_refused_on_what_only_big_batches_took():
+    # a model that has only scored big (Kafka) batches, slower than the objective: a request of
+    # one row is still admitted and tried, not refused until the estimate goes stale
+    big_only = times(r256=0.030)
+    assert BatchPolicy(max_batch=256).admit(0.0, 1, 0.020, 0.0, big_only) is None
+    decision = BatchPolicy(max_batch=256).decide(0.0, [p(0, 0.020)], big_only, gap=math.inf)
+    assert decision == Dispatch((0,), 1)
     assert ServiceTimes(default=0.0).estimate(10) == 0.0  # nothing seen: optimistic
 
 
