@@ -50,6 +50,8 @@ class WorkerConfig:
     artifacts: str | None = None
     model_cache: str | None = None  # where fetched model files are kept
     gpus: int = 0
+    # seconds between the load reports an autoscaled function's worker writes (0: none)
+    load_every: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -151,6 +151,8 @@ async def serve(config: WorkerConfig) -> int:
     gc.freeze()
     SHARED.every(0.5)  # metrics gathered in process, written out (sluice.tally)
     _control(config, event="ready", pid=os.getpid(), worker=config.worker_id)
+    if config.load_every > 0 and config.control_fd is not None:  # the function autoscales
+        _report_load(config, runner, server)
     await stop.wait()
 
     _callback(context, "drain", log)
@@ -203,6 +205,17 @@ async def _start_http(config: WorkerConfig, runner: Any, log: Any) -> Any:
         print(f"serving {config.handler} on http://{config.host}:{sock.getsockname()[1]}",
               file=sys.stderr, flush=True)
     return server
+
+
+def _report_load(config: WorkerConfig, runner: Any, server: Any) -> None:
+    from .load import LoadMeter, report_load
+    from .runner import Runner
+
+    meter = LoadMeter(
+        (lambda: runner.busy_seconds) if isinstance(runner, Runner) else (lambda: 0.0),
+        server.inflight_time if server is not None else (lambda: 0.0))
+    report_load(config.load_every, meter, lambda busy, inflight: _control(
+        config, event="load", busy=busy, inflight=inflight))
 
 
 def _serving_runner(config: WorkerConfig, log: Any) -> Any:

@@ -111,6 +111,9 @@ class HttpServer:
         self.loop = asyncio.get_event_loop()
         self.connections: set[HttpConnection] = set()
         self.inflight = 0
+        # requests in flight integrated over time, up to the last change (for the load report)
+        self.inflight_seconds = 0.0
+        self._inflight_changed = self.loop.time()
         self.draining = False
         self._server: asyncio.AbstractServer | None = None
         self._batch: list[tuple[HttpConnection, Request, Event]] = []
@@ -189,17 +192,31 @@ class HttpServer:
 
     def _enter(self, conn: HttpConnection) -> None:
         conn.begin()
+        self._integrate()
         self.inflight += 1
         self._idle.clear()
         if self.metrics:
             self.metrics.entered()
 
     def _leave(self) -> None:
+        self._integrate()
         self.inflight -= 1
         if self.metrics:
             self.metrics.left()
         if self.inflight == 0:
             self._idle.set()
+
+    def _integrate(self) -> None:
+        now = self.loop.time()
+        self.inflight_seconds += self.inflight * (now - self._inflight_changed)
+        self._inflight_changed = now
+
+    def inflight_time(self) -> float:
+        """Request-seconds in flight so far: its growth over an interval, divided by the
+        interval, is the mean number of requests in flight then (async handlers, model servers
+        and batches; a sync handler's one request at a time is the runner's busy time)."""
+        self._integrate()
+        return self.inflight_seconds
 
     async def _run_async(self, conn: HttpConnection, request: Request, event: Event) -> None:
         try:
