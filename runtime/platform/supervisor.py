@@ -104,13 +104,15 @@ class WorkerProcess:
     """One worker process: its readiness, its health, its output into the function's log."""
 
     def __init__(self, config: WorkerConfig, config_path: Path, log: FunctionLog,
-                 launch: Launch, on_health: Callable[[int, bool, str], None] | None = None
+                 launch: Launch, on_health: Callable[[int, bool, str], None] | None = None,
+                 on_load: Callable[[WorkerProcess, float, float], None] | None = None
                  ) -> None:
         self.config = config
         self.config_path = config_path
         self.log = log
         self.launch = launch
         self.on_health = on_health
+        self.on_load = on_load  # its load reports: (this worker, busy, inflight)
         self.process: Launched | None = None
         self.started_at = 0.0
         self.stopping = False
@@ -141,6 +143,10 @@ class WorkerProcess:
         elif message.get("event") == "health" and self.on_health is not None:
             self.on_health(self.worker_id, bool(message.get("ok")),
                            str(message.get("reason", "")))
+        elif message.get("event") == "load" and self.on_load is not None:
+            busy, inflight = message.get("busy"), message.get("inflight")
+            if isinstance(busy, int | float) and isinstance(inflight, int | float):
+                self.on_load(self, float(busy), float(inflight))
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Return once the worker serves; raise DeployError if it fails or exits first."""
@@ -183,7 +189,8 @@ OnChange = Callable[[], None]
 
 
 class WorkerSet:
-    """The workers of one generation of a function, kept alive until stopped."""
+    """The workers of one generation of a function, kept alive until stopped. Workers may be
+    added to it and removed from it while it runs (the autoscaler's replicas)."""
 
     def __init__(
         self,
@@ -194,7 +201,7 @@ class WorkerSet:
         on_change: OnChange,
         on_restart: Callable[[int], None],
     ) -> None:
-        self.configs = configs
+        self.configs = configs  # its members: started, and kept alive until removed
         self.state_dir = state_dir
         self.log = log
         self.launch = launch  # where each worker runs (a local process, a Ray actor)
@@ -205,13 +212,22 @@ class WorkerSet:
         self.unhealthy: dict[int, str] = {}  # worker -> why (e.g. its Kafka broker is down)
         self.restarts = 0
         self.stopping = False
-        self._keepers: list[asyncio.Task[None]] = []
+        self.loads: dict[int, tuple[float, float]] = {}  # worker -> its last (busy, inflight)
+        self._keepers: dict[int, asyncio.Task[None]] = {}
+        self._joining: list[WorkerProcess] = []  # being added: not members until all ready
+        self._leaving: list[WorkerProcess] = []  # removed, draining
+        self._drains: set[asyncio.Task[None]] = set()
 
-    def _new(self, config: WorkerConfig) -> WorkerProcess:
+    def _new(self, config: WorkerConfig, member: bool = True) -> WorkerProcess:
         path = self.state_dir / f"worker-{config.generation}-{config.worker_id}.json"
-        worker = WorkerProcess(config, path, self.log, self.launch, self._health)
-        self.workers[config.worker_id] = worker
+        worker = WorkerProcess(config, path, self.log, self.launch, self._health, self._load)
+        if member:
+            self.workers[config.worker_id] = worker
         return worker
+
+    def _load(self, worker: WorkerProcess, busy: float, inflight: float) -> None:
+        if self.workers.get(worker.worker_id) is worker:  # not one that was removed
+            self.loads[worker.worker_id] = (busy, inflight)
 
     def _health(self, worker_id: int, ok: bool, reason: str) -> None:
         if ok:
@@ -238,7 +254,71 @@ class WorkerSet:
             await self.stop(timeout=5.0)
             raise
         self.ready = {w.worker_id for w in workers}
-        self._keepers = [asyncio.create_task(self._keep(w.config)) for w in workers]
+        self._keepers = {w.worker_id: asyncio.create_task(self._keep(w.config)) for w in workers}
+
+    async def add(self, configs: list[WorkerConfig], timeout: float = READY_TIMEOUT) -> None:
+        """Start more workers (new ids) and make them members once every one serves; on
+        failure they are stopped and DeployError (or the launcher's error) is raised."""
+        workers = [self._new(config, member=False) for config in configs]
+        self._joining.extend(workers)
+        try:
+            started = await asyncio.gather(*(w.start() for w in workers),
+                                           return_exceptions=True)
+            for result in started:
+                if isinstance(result, BaseException):
+                    raise result
+            await asyncio.gather(*(w.wait_ready(timeout) for w in workers))
+        except BaseException:
+            await asyncio.gather(*(w.stop(5.0) for w in workers), return_exceptions=True)
+            raise
+        finally:
+            self._joining = [w for w in self._joining if w not in workers]
+        if self.stopping:  # stopped while they started: not members of a stopped set
+            await asyncio.gather(*(w.stop(5.0) for w in workers), return_exceptions=True)
+            return
+        for worker in workers:
+            self.workers[worker.worker_id] = worker
+            self.ready.add(worker.worker_id)
+            self._keepers[worker.worker_id] = asyncio.create_task(self._keep(worker.config))
+        self.configs = self.configs + configs
+        self.on_change()
+
+    def remove(self, worker_ids: set[int], timeout: float | None = None) -> asyncio.Task[None]:
+        """Take these workers out now (no longer counted, never restarted) and drain them as
+        a stop does, in-flight requests finishing: the task returned ends once they exited."""
+        leaving = []
+        for worker_id in worker_ids:
+            keeper = self._keepers.pop(worker_id, None)
+            if keeper is not None:
+                keeper.cancel()
+            worker = self.workers.pop(worker_id, None)
+            if worker is not None:
+                leaving.append(worker)
+            self.ready.discard(worker_id)
+            self.unhealthy.pop(worker_id, None)
+            self.loads.pop(worker_id, None)
+        timeout = self._drain_timeout(timeout)
+        self.configs = [c for c in self.configs if c.worker_id not in worker_ids]
+        self.on_change()
+        self._leaving.extend(leaving)
+        drain = asyncio.create_task(self._drain(leaving, timeout))
+        self._drains.add(drain)
+        drain.add_done_callback(self._drains.discard)
+        return drain
+
+    async def _drain(self, leaving: list[WorkerProcess], timeout: float) -> None:
+        try:
+            await asyncio.gather(*(w.stop(timeout) for w in leaving), return_exceptions=True)
+        finally:
+            self._leaving = [w for w in self._leaving if w not in leaving]
+        if leaving:
+            ids = ", ".join(str(w.worker_id) for w in leaving)
+            self.log.event("info", f"worker(s) {ids} drained and stopped")
+
+    def _drain_timeout(self, timeout: float | None) -> float:
+        if timeout is not None:
+            return timeout
+        return 2 * max((c.drain_timeout for c in self.configs), default=30.0) + 5
 
     async def _keep(self, config: WorkerConfig) -> None:
         """Restart this worker whenever it dies, with back-off while it keeps failing."""
@@ -251,6 +331,7 @@ class WorkerSet:
             assert worker.process is not None
             self.ready.discard(config.worker_id)
             self.unhealthy.pop(config.worker_id, None)
+            self.loads.pop(config.worker_id, None)
             self.on_change()
             lived = time.monotonic() - worker.started_at
             if code == EXIT_RECYCLED:
@@ -287,12 +368,12 @@ class WorkerSet:
             self.on_change()
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Drain every worker: HTTP then Kafka, each up to its drain timeout, then SIGKILL."""
-        if timeout is None:
-            timeout = 2 * max((c.drain_timeout for c in self.configs), default=30.0) + 5
+        """Drain every worker: HTTP then Kafka, each up to its drain timeout, then SIGKILL.
+        Workers being added or removed are stopped too."""
+        timeout = self._drain_timeout(timeout)
         self.stopping = True
-        for task in self._keepers:
+        for task in self._keepers.values():
             task.cancel()
-        await asyncio.gather(*(w.stop(timeout) for w in list(self.workers.values())),
-                             return_exceptions=True)
+        workers = [*self.workers.values(), *self._joining, *self._leaving]
+        await asyncio.gather(*(w.stop(timeout) for w in workers), return_exceptions=True)
         self.ready.clear()
