@@ -408,6 +408,8 @@ class Batcher:
 def _concatenate(items: list[_Item]) -> Tensors:
     """One batch: the items' inputs joined on the batch axis, in fresh (writable) arrays: a
     model may write to its inputs, and the callers' arrays are read-only."""
+    if len(items) == 1:  # alone (an idle model's every batch): a copy is all it takes
+        return {name: array.copy() for name, array in items[0].inputs.items()}
     return {name: np.concatenate([item.inputs[name] for item in items], axis=0)
             for name in items[0].inputs}
 
