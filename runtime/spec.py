@@ -199,10 +199,25 @@ class Resources(_Frozen):
 
 class Replicas(_Frozen):
     """How many replicas run; ``max`` bounds scaling (Nuclio's minReplicas/maxReplicas); unset,
-    it is the same as ``min``."""
+    it is the same as ``min``.
+
+    With ``max`` above ``min``, an http or serving function autoscales between them on its
+    workers' load (:mod:`sluice.platform.autoscale`): it runs as many replicas as keep each
+    worker's load near ``target`` (a share of one worker: busy time, or in-flight requests over
+    ``target_inflight``), adding one after ``scale_up_after`` seconds of load above that and
+    removing one after ``scale_down_after`` seconds below it (Ray Serve's upscale and downscale
+    delays)."""
 
     min: Annotated[int, Field(ge=0, le=64)] = 1
     max: Annotated[int, Field(ge=1, le=64)] | None = None
+    # a worker's load tops out at 1 (a saturated worker cannot see the work queued behind it),
+    # so a target of 1 would never ask for more: at most 0.9
+    target: Annotated[float, Field(gt=0, le=0.9)] = 0.7
+    # requests in flight that make one worker's worth of async work (default: the HTTP
+    # trigger's max_inflight, its admission limit)
+    target_inflight: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    scale_up_after: Annotated[float, Field(ge=0, le=3600)] = 3.0  # seconds
+    scale_down_after: Annotated[float, Field(ge=0, le=86_400)] = 30.0
 
     @model_validator(mode="after")
     def _max_not_below_min(self) -> Replicas:

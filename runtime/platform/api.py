@@ -97,13 +97,14 @@ def create_app(platform: LocalPlatform, token: str, info: dict[str, Any],
     async def scale(request: Request) -> Response:
         payload = await json_body(request)
         if not isinstance(payload, dict):
-            raise SpecError("request body must be {\"replicas\": N, \"workers\": M}")
-        for key in ("replicas", "workers"):
+            raise SpecError("request body must be {\"replicas\": N, \"workers\": M} "
+                            "(or \"max_replicas\": N, the autoscaling bound)")
+        for key in ("replicas", "workers", "max_replicas"):
             value = payload.get(key)
             if value is not None and (not isinstance(value, int) or not 1 <= value <= 64):
                 raise SpecError(f"{key}: must be a whole number from 1 to 64 (got {value!r})")
         status = await platform.scale(request.path_params["name"], payload.get("replicas"),
-                                      payload.get("workers"))
+                                      payload.get("workers"), payload.get("max_replicas"))
         return json_response(status.to_json())
 
     async def invoke(request: Request) -> Response:

@@ -13,8 +13,20 @@ from .states import FunctionState
 
 
 @dataclass(frozen=True)
+class AutoscaleStatus:
+    """A function that autoscales: its bounds, target, and load now (in workers' worth of
+    work: the sum of its workers' latest reports, see :mod:`sluice.platform.autoscale`)."""
+
+    min: int
+    max: int
+    target: float
+    load: float
+
+
+@dataclass(frozen=True)
 class FunctionStatus:
-    """What ``sluice get`` shows for one function."""
+    """What ``sluice get`` shows for one function. ``replicas``: running now;
+    ``desired_replicas``: what the autoscaler wants now (the same when it does not scale)."""
 
     name: str
     kind: str
@@ -34,6 +46,8 @@ class FunctionStatus:
     lag: dict[str, int] = field(default_factory=dict)  # "topic/partition" -> messages behind
     pids: list[int] = field(default_factory=list)  # the worker processes now
     runs_active: int = 0  # a job's runs now running or waiting to retry
+    desired_replicas: int = 0
+    autoscale: AutoscaleStatus | None = None  # None: the replicas are fixed
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,7 +85,8 @@ class Platform(Protocol):
     async def invoke(self, name: str, request: InvokeRequest) -> InvokeResponse: ...
 
     async def scale(
-        self, name: str, replicas: int | None = None, workers: int | None = None
+        self, name: str, replicas: int | None = None, workers: int | None = None,
+        max_replicas: int | None = None,
     ) -> FunctionStatus: ...
 
     def logs(self, name: str, tail: int = 100, follow: bool = False) -> AsyncIterator[bytes]: ...

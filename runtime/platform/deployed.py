@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sluice.spec import FunctionSpec, HttpTrigger, Kind
 
+from .autoscale import Autoscaler
 from .base import FunctionStatus
 from .build_env import BuildEnv
 from .logs import FunctionLog
@@ -29,6 +30,7 @@ class Deployed:
     message: str = ""
     sock: socket.socket | None = None
     workers: WorkerSet | None = None
+    autoscaler: Autoscaler | None = None  # when its replicas follow its load
     source_dir: Path | None = None
     build_env: BuildEnv | None = None  # the venv its build commands ran into
     restarts: int = 0
@@ -38,6 +40,13 @@ class Deployed:
     @property
     def port(self) -> int | None:
         return self.sock.getsockname()[1] if self.sock is not None else None
+
+    @property
+    def running_replicas(self) -> int | None:
+        """Replicas its workers make now (None: it has no workers, e.g. a job)."""
+        if self.workers is None or not self.workers.configs:
+            return None
+        return len(self.workers.configs) // self.spec.workers
 
 
 def with_default_trigger(spec: FunctionSpec) -> FunctionSpec:
@@ -54,13 +63,15 @@ def status_of(fn: Deployed, runs_active: int = 0) -> FunctionStatus:
     spec = fn.spec
     workers = fn.workers
     port = fn.port
+    autoscaler = fn.autoscaler
+    replicas = fn.running_replicas or max(1, spec.replicas.min)
     return FunctionStatus(
         name=spec.name,
         kind=str(spec.kind),
         state=fn.state,
         generation=fn.generation,
         version=spec.version,
-        replicas=max(1, spec.replicas.min),
+        replicas=replicas,
         workers=spec.workers,
         workers_ready=len(workers.ready) if workers else 0,
         triggers=[f"{t.kind}:{name}" for name, t in spec.triggers.items()],
@@ -75,4 +86,6 @@ def status_of(fn: Deployed, runs_active: int = 0) -> FunctionStatus:
                     if w.process is not None and w.process.returncode is None)
         if workers else [],
         runs_active=runs_active,
+        desired_replicas=autoscaler.desired if autoscaler is not None else replicas,
+        autoscale=autoscaler.status() if autoscaler is not None else None,
     )

@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sluice.settings import Settings
 from sluice.spec import FunctionSpec, Kind, parse_spec
 
 from . import metrics
+from .autoscale import initial_replicas, scaled_replicas, start_autoscaler
 from .base import FunctionStatus, InvokeRequest, InvokeResponse
 from .build_env import BuildEnv, EnvBuilder, keys_in_use
 from .cron_targets import Deliver, HttpCronTarget, JobCronTarget
@@ -224,11 +226,14 @@ class LocalPlatform:
                 if fn.sock is None or wanted != fn.port:
                     new_sock = self._listen(trigger.host, wanted, trigger.port is not None)
             sock = new_sock or fn.sock
+            # every worker's config when the generation runs n replicas (the autoscaler adds)
+            make_configs = partial(
+                worker_configs, spec, generation, source_dir,
+                sock.getsockname()[1] if sock is not None else None,
+                self.settings.metrics_dir / spec.name, self.defaults,
+                self.settings.functions_dir / spec.name)
             workers = WorkerSet(
-                worker_configs(spec, generation, source_dir,
-                               sock.getsockname()[1] if sock is not None else None,
-                               self.settings.metrics_dir / spec.name, self.defaults,
-                               self.settings.functions_dir / spec.name),
+                make_configs(initial_replicas(spec, fn.running_replicas)),
                 self.settings.functions_dir / spec.name,
                 fn.log,
                 self.launcher.launch_for(spec, sock, build_env),
@@ -245,6 +250,8 @@ class LocalPlatform:
                 message = f"generation {generation} failed: {type(exc).__name__}: {exc}"
             raise self._failed(fn, spec, generation, message, previous is not None) from None
         old_sock = fn.sock if new_sock is not None else None
+        await self._stop_autoscaler(fn)
+        fn.autoscaler = start_autoscaler(spec, workers, make_configs, fn.log)
         fn.spec, fn.generation, fn.workers = spec, generation, workers
         fn.source_dir, fn.build_env = source_dir, build_env
         if new_sock is not None:
@@ -291,6 +298,7 @@ class LocalPlatform:
             raise self._failed(fn, spec, generation,
                                f"generation {generation} failed to start: {exc}",
                                serving) from None
+        await self._stop_autoscaler(fn)
         old_sock, fn.sock = fn.sock, None  # a function that was http before
         fn.spec, fn.generation, fn.workers, fn.source_dir = spec, generation, None, source_dir
         fn.build_env = build_env
@@ -339,6 +347,11 @@ class LocalPlatform:
             if fixed or port is None:
                 raise DeployError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             return self.launcher.hold_port(host, None)  # the remembered port is taken now
+
+    async def _stop_autoscaler(self, fn: Deployed) -> None:
+        autoscaler, fn.autoscaler = fn.autoscaler, None
+        if autoscaler is not None:
+            await autoscaler.stop()
 
     async def _retire(self, workers: WorkerSet, sock: socket.socket | None) -> None:
         await workers.stop()
@@ -435,6 +448,7 @@ class LocalPlatform:
             self._move(fn, FunctionState.DRAINING, "stopping")
         elif fn.workers is not None:
             fn.workers.stopping = True
+        await self._stop_autoscaler(fn)
         if fn.workers is not None:
             await fn.workers.stop()
         if fn.sock is not None:
@@ -442,17 +456,19 @@ class LocalPlatform:
             fn.sock = None
 
     async def scale(
-        self, name: str, replicas: int | None = None, workers: int | None = None
+        self, name: str, replicas: int | None = None, workers: int | None = None,
+        max_replicas: int | None = None,
     ) -> FunctionStatus:
+        """A rolling redeploy with a new replica count (the minimum, when the function
+        autoscales: its maximum is raised to it if below), a new maximum, or new workers."""
         fn = self._find(name)
         changes: dict[str, object] = {}
-        if replicas is not None:
-            changes["replicas"] = {**fn.spec.replicas.model_dump(exclude_none=True),
-                                   "min": replicas}
+        if replicas is not None or max_replicas is not None:
+            changes["replicas"] = scaled_replicas(fn.spec, replicas, max_replicas)
         if workers is not None:
             changes["workers"] = workers
         if not changes:
-            raise SpecError("scale: give replicas, workers or both")
+            raise SpecError("scale: give replicas, max_replicas, workers or some of them")
         spec = fn.spec.with_changes(**changes)
         source_dir = self._source_dir(name, fn.generation)
         generation = self._reserve_generation(name)

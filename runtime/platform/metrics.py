@@ -33,3 +33,7 @@ RUNS_RUNNING = Gauge(
     "sluice_runs_running", "Job runs now running or waiting to retry.", ["function"],
     registry=REGISTRY,
 )
+SCALINGS = Counter(
+    "sluice_autoscale_scalings", "Replica changes the autoscaler decided, by direction.",
+    ["function", "direction"], registry=REGISTRY,
+)

@@ -11,6 +11,8 @@ from sluice.errors import SpecError
 from sluice.spec import FunctionSpec
 from sluice.worker.config import WorkerConfig
 
+from .autoscale import LOAD_EVERY, ScaleSettings
+
 
 @dataclass(frozen=True)
 class WorkerDefaults:
@@ -49,12 +51,15 @@ def kafka_settings(spec: FunctionSpec, defaults: WorkerDefaults) -> list[dict[st
 
 def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
                    port: int | None, metrics_dir: Path, defaults: WorkerDefaults,
-                   function_dir: Path | None = None) -> list[WorkerConfig]:
-    """One config per worker process: replicas x workers of them."""
+                   function_dir: Path | None = None, replicas: int | None = None
+                   ) -> list[WorkerConfig]:
+    """One config per worker process: replicas (default: the spec's minimum) x workers of
+    them, worker ids from 0."""
     trigger = spec.http_trigger
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    count = max(1, spec.replicas.min) * spec.workers
+    count = (replicas or max(1, spec.replicas.min)) * spec.workers
     kafka = kafka_settings(spec, defaults)
+    load_every = LOAD_EVERY if ScaleSettings.of(spec) is not None else 0.0
     configs = []
     for worker_id in range(count):
         configs.append(WorkerConfig(
@@ -86,5 +91,6 @@ def worker_configs(spec: FunctionSpec, generation: int, source_dir: Path | None,
             artifacts=defaults.artifacts,
             model_cache=str(function_dir / "models") if function_dir else None,
             gpus=spec.resources.gpu,
+            load_every=load_every,
         ))
     return configs
