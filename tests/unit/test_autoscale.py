@@ -302,3 +302,14 @@ def test_a_scale_up_that_cannot_start_is_logged_and_tried_again_after_a_window(t
 
     asyncio.run(main())
 
+
+def test_the_readme_example_is_an_autoscaled_spec():
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [example] = re.findall(r"```yml\n(.*?)```", readme, flags=re.S)
+    settings = ScaleSettings.of(parse_spec(yaml.safe_load(example)))
+    assert settings == ScaleSettings(min=1, max=4, target=0.7, target_inflight=256,
+                                     up_after=3, down_after=30)
