@@ -55,6 +55,10 @@ from .supervisor import READY_TIMEOUT, Launch, OnLine, describe_exit
 
 DEFAULT_REPLICA_CPUS = 0.5  # a replica's CPUs when its spec names none (see the docstring)
 NAMESPACE = "sluice"  # the Ray namespace of the workers' actors (named function.gG.wN.id)
+# Ray runs its worker processes at niceness 15, and a worker's process would inherit it: on a
+# busy node a replica serving requests would then lose the CPU to any batch work. Its actor
+# runs at the platform's priority instead, as Ray starts its own job drivers.
+NOT_NICED = {"env_vars": {"RAY_worker_niceness": "0"}}
 
 
 @ray.remote(max_restarts=0)
@@ -155,7 +159,7 @@ class RayLaunch:
                          control_fd=None, parent_fd=None)
         name = f"{config.function}.g{config.generation}.w{config.worker_id}.{uuid.uuid4().hex[:6]}"
         actor = WorkerActor.options(  # type: ignore[attr-defined]
-            **self.options, name=name, namespace=NAMESPACE).remote()
+            **self.options, name=name, namespace=NAMESPACE, runtime_env=NOT_NICED).remote()
         try:
             pid = await asyncio.wait_for(asyncio.ensure_future(actor.start.remote(
                 "sluice.worker", config.to_json(), self.build_env, self.cwd)), READY_TIMEOUT)

@@ -84,6 +84,8 @@ def test_an_http_function_runs_in_a_ray_actor_and_serves_its_own_port(ray_daemon
     assert deployed["state"] == "ready" and deployed["workers_ready"] == 1
     [pid] = deployed["pids"]
     assert parent_of(pid).startswith("ray::WorkerActor"), parent_of(pid)
+    # at the platform's own priority, not at the niceness Ray gives its worker processes (15)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)
     answer = httpx.post(deployed["endpoint"] + "/", json={"x": 1}).json()  # straight to it
     assert answer["body"] == {"x": 1} and answer["pid"] == pid
     assert answer["parent"].startswith("ray::WorkerActor")
