@@ -107,9 +107,13 @@ def parse_cpu(value: Any, where: str) -> float:
 
 # what Nuclio has no field for (a job's kind, params, retries) travels as annotations
 ANNOTATION = "sluice.io/"
-_ANNOTATED = ("kind", "params", "retries", "retry_backoff", "termination_grace", "version")
+_ANNOTATED = ("kind", "params", "retries", "retry_backoff", "termination_grace", "version",
+              "autoscale")
 _DEFAULTS: dict[str, Any] = {"kind": "http", "params": {}, "retries": 0, "retry_backoff": 1.0,
-                             "termination_grace": 10.0}
+                             "termination_grace": 10.0, "autoscale": {}}
+# sluice's autoscaler settings (spec.replicas beside min and max): Nuclio scales on its own
+# metrics, so they travel in the sluice.io/autoscale annotation
+_AUTOSCALE = ("target", "target_inflight", "scale_up_after", "scale_down_after")
 
 
 def _sluice_annotations(annotations: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +171,8 @@ def from_nuclio(config: dict[str, Any], source: str = "function.yaml") -> dict[s
     resources = _resources(_mapping(spec.get("resources"), "spec.resources"))
     if resources:
         out["resources"] = resources
-    replicas = _replicas(spec)
+    replicas = {**_replicas(spec), **_mapping(out.pop("autoscale", None),
+                                              f"metadata.annotations.{ANNOTATION}autoscale")}
     if replicas:
         out["replicas"] = replicas
     if "eventTimeout" in spec and spec["eventTimeout"] not in ("", None):
@@ -465,6 +470,11 @@ def to_nuclio(spec: dict[str, Any], api_version: str = "nuclio.io/v1beta1") -> d
     metadata: dict[str, Any] = {"name": spec["name"]}
     if spec.get("labels"):
         metadata["labels"] = spec["labels"]
+    from .spec import Replicas  # (not at the top: spec imports nothing of this module's)
+
+    defaults = Replicas().model_dump()
+    spec = {**spec, "autoscale": {key: replicas[key] for key in _AUTOSCALE
+                                  if replicas.get(key, defaults[key]) != defaults[key]}}
     annotations = {f"{ANNOTATION}{key.replace('_', '-')}":
                    spec[key] if isinstance(spec[key], str) else json.dumps(spec[key])
                    for key in _ANNOTATED if key in spec and spec[key] != _DEFAULTS.get(key)}

@@ -70,13 +70,14 @@ def test_http_function_renders_a_nuclio_function_that_reads_back_as_its_cluster_
 def test_gpu_and_replicas_become_nuclio_resources_and_min_max_replicas():
     spec = parse_spec({"name": "gpu-fn", "handler": "sluice.functions.etl:handler",
                        "resources": {"gpu": 2, "cpu": 1.5, "memory": "4Gi"},
-                       "replicas": {"min": 2, "max": 5}, "triggers": {"web": {"kind": "http"}}})
+                       "replicas": {"min": 2, "max": 5, "target": 0.5},
+                       "triggers": {"web": {"kind": "http"}}})
     nuclio = resource(render(spec), "NuclioFunction", "gpu-fn")
     assert nuclio["spec"]["resources"]["limits"] == {"cpu": "1500m", "memory": "4Gi",
                                                      "nvidia.com/gpu": 2}
     assert (nuclio["spec"]["minReplicas"], nuclio["spec"]["maxReplicas"]) == (2, 5)
     back = read_back(nuclio)
-    assert back.resources.gpu == 2 and back.replicas.max == 5
+    assert back.resources.gpu == 2 and back.replicas == spec.replicas  # target 0.5 included
 
 
 def test_kafka_function_gets_the_cluster_brokers_and_its_consumer_group():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,24 @@ def test_a_job_survives_the_round_trip_through_a_nuclio_function_yaml():
         "job", {"days": 7}, 2, 5.0)
     assert back.cron_triggers["nightly"].params == {"days": 1}
     assert back.timeout == job.timeout == 3600.0
+
+
+def test_autoscaler_settings_survive_the_round_trip_beside_min_and_max_replicas():
+    spec = parse_spec({"name": "f", "handler": "h:handler",
+                       "replicas": {"min": 1, "max": 4, "target": 0.5, "scale_down_after": 10}})
+    config = to_nuclio(spec.model_dump(mode="json", exclude_none=True))
+    assert (config["spec"]["minReplicas"], config["spec"]["maxReplicas"]) == (1, 4)
+    # Nuclio scales on its own metrics: sluice's settings, and only those not at their
+    # defaults, travel as an annotation
+    assert json.loads(config["metadata"]["annotations"]["sluice.io/autoscale"]) == {
+        "target": 0.5, "scale_down_after": 10.0}
+    assert parse_spec(from_nuclio(config)).replicas == spec.replicas
+    plain = to_nuclio(parse_spec({"name": "f", "handler": "h:handler"}).model_dump(
+        mode="json", exclude_none=True))
+    assert "annotations" not in plain["metadata"]
+    config["metadata"]["annotations"]["sluice.io/autoscale"] = '{"target": 2}'
+    with pytest.raises(SpecError, match="target"):
+        parse_spec(from_nuclio(config))
 
 
 def test_unknown_sluice_annotations_are_named_and_others_ignored():
