@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
-    scale.add_argument("--replicas", type=int)
+    scale.add_argument("--replicas", type=int, help="the minimum (a lower maximum is raised to it)")
+    scale.add_argument("--max-replicas", type=int, metavar="N",
+                       help="the autoscaling bound: above the minimum, replicas follow the load")
     scale.add_argument("--workers", type=int)
     _output_flag(scale)
     return parser
@@ -180,6 +182,11 @@ def _show(item: dict[str, Any]) -> str:
         lines.append(f"message:   {st['message']}")
     lines.append(f"handler:   {item['spec'].get('handler')}")
     lines.append(f"restarts:  {st['restarts']}")
+    bounds = st.get("autoscale")
+    if bounds:
+        lines.append(f"autoscale: {bounds['min']} to {bounds['max']} replicas at "
+                     f"{bounds['target']:.0%} of a worker each; load {bounds['load']:.2f} "
+                     f"worker(s), {st.get('desired_replicas', st['replicas'])} replica(s) wanted")
     for partition, lag in sorted(st.get("lag", {}).items()):
         lines.append(f"lag:       {partition}  {lag if lag >= 0 else 'unknown (broker down?)'}")
     updated = datetime.fromtimestamp(st["updated"]).isoformat(timespec="seconds")
@@ -358,10 +365,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    result = _client(args).scale(args.name, args.replicas, args.workers)
+    result = _client(args).scale(args.name, args.replicas, args.workers, args.max_replicas)
     st = result["status"]
+    bounds = st.get("autoscale")
     _print(args, result, f"{st['name']}: {st['replicas']} replica(s) x {st['workers']} worker(s),"
-                         f" {st['state']}")
+                         f" {st['state']}" + (f"; autoscaling {bounds['min']} to {bounds['max']}"
+                                              if bounds else ""))
     return 0
 
 

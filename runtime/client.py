@@ -109,9 +109,10 @@ class Client:
     def delete(self, name: str) -> None:
         self._json("DELETE", f"/api/functions/{quote(name)}")
 
-    def scale(self, name: str, replicas: int | None = None, workers: int | None = None
-              ) -> dict[str, Any]:
-        payload = {k: v for k, v in (("replicas", replicas), ("workers", workers)) if v is not None}
+    def scale(self, name: str, replicas: int | None = None, workers: int | None = None,
+              max_replicas: int | None = None) -> dict[str, Any]:
+        payload = {k: v for k, v in (("replicas", replicas), ("workers", workers),
+                                     ("max_replicas", max_replicas)) if v is not None}
         return dict(self._json("POST", f"/api/functions/{quote(name)}/scale", payload))
 
     def invoke(

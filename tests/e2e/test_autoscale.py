@@ -150,10 +150,12 @@ def test_scale_sets_the_minimum_and_autoscaling_goes_on_above_it(daemon, tmp_pat
     assert (now["replicas"], now["workers_ready"]) == (2, 2)
     assert now["autoscale"] is None  # min 2, max 2: nothing left to scale
     assert scaled["spec"]["replicas"]["min"] == scaled["spec"]["replicas"]["max"] == 2
-    raised = httpx.post(f"{daemon.api}/api/functions/floor/scale", headers=daemon.headers,
-                        json={"replicas": 1, "max_replicas": 3}).json()["status"]
+    said = daemon.cli("scale", "floor", "--replicas", "1", "--max-replicas", "3").stdout
+    assert "autoscaling 1 to 3" in said, said
+    raised = status(daemon, "floor")
     # the new generation starts with the replicas that ran, within the new bounds
     assert raised["replicas"] == 2 and raised["autoscale"]["max"] == 3
+    assert "autoscale: 1 to 3 replicas" in daemon.cli("get", "floor").stdout
     back = wait_for(lambda: (s := status(daemon, "floor"))["replicas"] == 1 and s, timeout=45,
                     what="idle replicas to go down to the new minimum")
     assert back["autoscale"]["min"] == 1
