@@ -1,6 +1,7 @@
 """Workers of http and Kafka functions on `sluice up --platform ray`: each worker a Ray actor on
 a real local Ray with 2 CPUs, serving its port itself; a killed actor is a crashed worker; and
-the same deploy/invoke/scale/delete scenario gives the same results on both platforms."""
+the same scenarios (deploy/invoke/scale/delete, a Kafka consumer group, cron, a job run) give
+the same results on both platforms."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import yaml
 from sluice.platform.broker import free_port
 from tests.conftest import HANDLERS, ROOT, SLUICE, Daemon, wait_http
 from tests.e2e.test_cron import deploy_cron, fires
-from tests.e2e.test_jobs import alive, wait_for
+from tests.e2e.test_jobs import alive, deploy_job, runs, wait_for
 from tests.e2e.test_kafka import FAST_GROUP, broker_of, create_topic, produce, read_all
 
 pytestmark = pytest.mark.slow
@@ -76,6 +77,16 @@ def status(daemon: Daemon, name: str) -> dict:
 def parent_of(pid: int) -> str:
     ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
     return Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+# what starts a worker's process on each platform: the daemon itself, or a Ray actor
+WORKER_PARENT = {"local": "-m sluice.cli up", "ray": "ray::WorkerActor"}
+JOB_PARENT = {"local": "-m sluice.cli up", "ray": "ray::AttemptActor"}
+
+
+def started_by(parent: str, platform: str, parents: dict[str, str]) -> bool:
+    return parent.startswith(parents[platform]) if platform == "ray" else (
+        parents[platform] in parent)
 
 
 def test_an_http_function_runs_in_a_ray_actor_and_serves_its_own_port(ray_daemon):
@@ -143,15 +154,18 @@ def test_a_killed_worker_actor_is_restarted_and_the_function_serves_again(ray_da
     ray_daemon.cli("delete", "phoenix")
 
 
-def test_a_kafka_function_on_ray_consumes_as_one_consumer_group(ray_daemon):
-    bootstrap = broker_of(ray_daemon)
+@pytest.mark.parametrize("platform", ["local", "ray"])
+def test_a_kafka_function_consumes_as_one_consumer_group_on_both_platforms(platform, request):
+    daemon: Daemon = request.getfixturevalue(f"{platform}_daemon")
+    bootstrap = broker_of(daemon)
     create_topic(bootstrap, "ray-events", 2)
-    deployed = ray_daemon.deploy(
+    deployed = daemon.deploy(
         H, "ray-scorer", "--handler", "score", "--replicas", "2", "--trigger",
         f"kafka:topic=ray-events,group=ray-scorers,output=ray-scores,"
         f"content_type=application/json,{FAST_GROUP}")["status"]
     pids = set(deployed["pids"])
-    assert len(pids) == 2 and all(parent_of(p).startswith("ray::WorkerActor") for p in pids)
+    assert len(pids) == 2 and all(started_by(parent_of(p), platform, WORKER_PARENT)
+                                  for p in pids)
     sent: list[int] = []
     seen: set[int] = set()
 
@@ -171,12 +185,12 @@ def test_a_kafka_function_on_ray_consumes_as_one_consumer_group(ray_daemon):
     results = [json.loads(r.value) for r in read_all(bootstrap, "ray-scores", len(sent))]
     assert {r["seq"] for r in results} == set(sent)  # every message, at least once
     assert {r["pid"] for r in results} == pids
-    assert all(r["parent"].startswith("ray::WorkerActor") for r in results)
+    assert all(started_by(r["parent"], platform, WORKER_PARENT) for r in results)
     by_pid: dict[int, set[int]] = {}
     for r in results:
         by_pid.setdefault(r["pid"], set()).add(r["partition"])
     assert len(by_pid) == 2  # the replicas split the topic's partitions between them
-    ray_daemon.cli("delete", "ray-scorer")
+    daemon.cli("delete", "ray-scorer")
 
 
 def test_a_serving_function_on_ray_answers_v2_from_its_actors_worker(ray_daemon, tmp_path):
@@ -205,15 +219,33 @@ def test_a_serving_function_on_ray_answers_v2_from_its_actors_worker(ray_daemon,
     ray_daemon.cli("delete", "tiny")
 
 
-def test_cron_fires_once_per_tick_to_workers_on_ray(ray_daemon, tmp_path):
-    fires_file = deploy_cron(ray_daemon, tmp_path, "ray-ticker", {"interval": "1s"}, workers=2)
-    assert all(parent_of(p).startswith("ray::WorkerActor")
-               for p in status(ray_daemon, "ray-ticker")["pids"])
+@pytest.mark.parametrize("platform", ["local", "ray"])
+def test_cron_fires_once_per_tick_to_the_workers_on_both_platforms(platform, request, tmp_path):
+    daemon: Daemon = request.getfixturevalue(f"{platform}_daemon")
+    fires_file = deploy_cron(daemon, tmp_path, "ray-ticker", {"interval": "1s"}, workers=2)
+    assert all(started_by(parent_of(p), platform, WORKER_PARENT)
+               for p in status(daemon, "ray-ticker")["pids"])
     seen = wait_for(lambda: len(fires(fires_file)) >= 3 and fires(fires_file), timeout=30,
                     what="three cron fires")
     scheduled = [f["scheduled"] for f in seen]
     assert len(scheduled) == len(set(scheduled))  # fired by the platform: once, not per worker
-    ray_daemon.cli("delete", "ray-ticker")
+    daemon.cli("delete", "ray-ticker")
+
+
+@pytest.mark.parametrize("platform", ["local", "ray"])
+def test_a_job_run_gives_the_same_record_on_both_platforms(platform, request, tmp_path):
+    daemon: Daemon = request.getfixturevalue(f"{platform}_daemon")
+    deploy_job(daemon, tmp_path, "where-job", "where", module="ray_job_handlers",
+               params={"steps": 5})
+    result = daemon.cli("run", "where-job", "--param", "steps=2")
+    assert "2/2  100%  step 2" in result.stderr and "printed on ray" in result.stdout
+    [run] = runs(daemon, "where-job")
+    assert (run["status"], run["exit_code"], run["attempt"], run["params"]) == (
+        "succeeded", 0, 1, {"steps": 2})
+    assert run["outputs"]["metrics"] == {"steps": 2}
+    assert run["outputs"]["result"]["steps"] == 2
+    assert started_by(run["outputs"]["result"]["parent"], platform, JOB_PARENT)
+    daemon.cli("delete", "where-job")
 
 
 @pytest.mark.parametrize("platform", ["local", "ray"])

@@ -19,7 +19,7 @@ def where(context, event):
     context.log_metrics(steps=steps)
     print("printed on ray")
     return {"steps": steps, "parent": _parent(), "ray_address": os.environ.get("RAY_ADDRESS"),
-            "resources": json.loads(os.environ["SLUICE_RAY_RESOURCES"])}
+            "resources": json.loads(os.environ.get("SLUICE_RAY_RESOURCES", "null"))}
 
 
 def dies_first(context, event):
