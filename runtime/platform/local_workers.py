@@ -119,7 +119,12 @@ class LocalLaunch:
         finally:
             os.close(control_w)
         assert process.stdout is not None and process.stderr is not None
-        control = await read_pipe(control_r)
+        try:
+            control = await read_pipe(control_r)
+        except BaseException:  # cancelled (a scale-down, a stop) before it was handed back:
+            with contextlib.suppress(ProcessLookupError):  # nothing else would ever stop it
+                os.killpg(process.pid, signal.SIGKILL)
+            raise  # (the pipe's fd is the half-made stream's now: not closed twice here)
         pumps = [asyncio.create_task(pump(stream, _to(on_line, name)))
                  for name, stream in (("stdout", process.stdout), ("stderr", process.stderr),
                                       ("control", control))]

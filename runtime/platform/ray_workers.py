@@ -102,6 +102,10 @@ class RayWorker:
         except RayError as exc:  # the actor died (killed, its node lost): a crashed worker
             self._lost = why_dead(exc)
             code = -signal.SIGKILL
+        except Exception as exc:  # its lines cannot be taken (e.g. the log's disk is full):
+            # a worker the platform cannot follow is restarted like a crashed one, not lost
+            self._lost = f"its output could not be followed: {type(exc).__name__}: {exc}"
+            code = -signal.SIGKILL
         finally:
             self._kill()
         self._code = code

@@ -104,7 +104,8 @@ class WorkerProcess:
     """One worker process: its readiness, its health, its output into the function's log."""
 
     def __init__(self, config: WorkerConfig, config_path: Path, log: FunctionLog,
-                 launch: Launch, on_health: Callable[[int, bool, str], None] | None = None,
+                 launch: Launch,
+                 on_health: Callable[[WorkerProcess, bool, str], None] | None = None,
                  on_load: Callable[[WorkerProcess, float, float], None] | None = None
                  ) -> None:
         self.config = config
@@ -141,8 +142,7 @@ class WorkerProcess:
         elif message.get("event") == "failed" and not self._ready.done():
             self._ready.set_exception(DeployError(str(message.get("error"))))
         elif message.get("event") == "health" and self.on_health is not None:
-            self.on_health(self.worker_id, bool(message.get("ok")),
-                           str(message.get("reason", "")))
+            self.on_health(self, bool(message.get("ok")), str(message.get("reason", "")))
         elif message.get("event") == "load" and self.on_load is not None:
             busy, inflight = message.get("busy"), message.get("inflight")
             if isinstance(busy, int | float) and isinstance(inflight, int | float):
@@ -229,7 +229,10 @@ class WorkerSet:
         if self.workers.get(worker.worker_id) is worker:  # not one that was removed
             self.loads[worker.worker_id] = (busy, inflight)
 
-    def _health(self, worker_id: int, ok: bool, reason: str) -> None:
+    def _health(self, worker: WorkerProcess, ok: bool, reason: str) -> None:
+        if self.workers.get(worker.worker_id) is not worker and worker not in self._joining:
+            return  # one that was removed and drains: its id may be a new member's already
+        worker_id = worker.worker_id
         if ok:
             self.unhealthy.pop(worker_id, None)
         else:
@@ -323,32 +326,41 @@ class WorkerSet:
     async def _keep(self, config: WorkerConfig) -> None:
         """Restart this worker whenever it dies, with back-off while it keeps failing."""
         failures = 0
+        start_failed = False  # the last restart never got a process: the old one stands in
         while not self.stopping:
             worker = self.workers[config.worker_id]
             code = await worker.wait()
             if self.stopping or worker.stopping:
                 return
             assert worker.process is not None
-            self.ready.discard(config.worker_id)
-            self.unhealthy.pop(config.worker_id, None)
-            self.loads.pop(config.worker_id, None)
-            self.on_change()
-            lived = time.monotonic() - worker.started_at
-            if code == EXIT_RECYCLED:
-                failures = 0
-            elif lived > STABLE_AFTER:
-                failures = 1
-            else:
+            if start_failed:  # (the old worker's exit was counted and told already)
+                start_failed = False
                 failures += 1
-            delay = restart_delay(failures)
-            self.log.event("warn" if code in (EXIT_OK, EXIT_RECYCLED) else "error",
-                           f"worker {config.worker_id} {worker.process.describe_exit()}; "
-                           "restarting"
-                           + (f" in {delay:.1f}s" if delay else ""), worker=config.worker_id)
-            self.restarts += 1
-            self.on_restart(code)
-            if delay:
+                delay = restart_delay(failures)
+                self.log.event("warn", f"worker {config.worker_id}: trying to start it again "
+                               f"in {delay:.1f}s", worker=config.worker_id)
                 await asyncio.sleep(delay)
+            else:
+                self.ready.discard(config.worker_id)
+                self.unhealthy.pop(config.worker_id, None)
+                self.loads.pop(config.worker_id, None)
+                self.on_change()
+                lived = time.monotonic() - worker.started_at
+                if code == EXIT_RECYCLED:
+                    failures = 0
+                elif lived > STABLE_AFTER:
+                    failures = 1
+                else:
+                    failures += 1
+                delay = restart_delay(failures)
+                self.log.event("warn" if code in (EXIT_OK, EXIT_RECYCLED) else "error",
+                               f"worker {config.worker_id} {worker.process.describe_exit()}; "
+                               "restarting"
+                               + (f" in {delay:.1f}s" if delay else ""), worker=config.worker_id)
+                self.restarts += 1
+                self.on_restart(code)
+                if delay:
+                    await asyncio.sleep(delay)
             if self.stopping:
                 return
             fresh = self._new(config)
@@ -360,8 +372,8 @@ class WorkerSet:
                                worker=config.worker_id)
                 await fresh.stop(5.0, final=False)  # e.g. stuck in init_context: not left running
                 if fresh.process is None:  # it never started: there is nothing to wait for
-                    failures += 1
-                    await asyncio.sleep(restart_delay(failures))
+                    # (e.g. Ray could not place it): the back-off goes on growing from here
+                    start_failed = True
                     self.workers[config.worker_id] = worker
                 continue
             self.ready.add(config.worker_id)

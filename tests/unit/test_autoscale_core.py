@@ -298,6 +298,11 @@ def test_a_scale_up_that_cannot_start_is_logged_and_tried_again_after_a_window(t
                 "CPU(s)") in logged(tmp_path)
         now[0] = 3.0
         assert await autoscaler.tick() is None  # a whole window again before the next try
+        for t in (4.0, 5.0, 6.0):  # load still above the target for a window: tried again
+            launch.started[0].report(1.0)
+            now[0] = t
+            await autoscaler.tick()
+        assert sum("could not scale fn to 2 replicas" in m for m in logged(tmp_path)) == 2
         await workers.stop()
 
     asyncio.run(main())
@@ -313,3 +318,42 @@ def test_the_readme_example_is_an_autoscaled_spec():
     settings = ScaleSettings.of(parse_spec(yaml.safe_load(example)))
     assert settings == ScaleSettings(min=1, max=4, target=0.7, target_inflight=256,
                                      up_after=3, down_after=30)
+
+
+def test_a_worker_that_cannot_be_started_again_is_retried_with_a_growing_back_off(
+        tmp_path, log, monkeypatch):
+    # (e.g. Ray cannot place it any more): the back-off grows, although the worker it replaces
+    # had run long enough to count as stable
+    from sluice.errors import DeployError
+    from sluice.platform import supervisor
+
+    failures: list[int] = []
+
+    def delay(n: int) -> float:
+        failures.append(n)
+        return 0.0
+
+    monkeypatch.setattr(supervisor, "STABLE_AFTER", 0.0)
+    monkeypatch.setattr(supervisor, "restart_delay", delay)
+
+    async def main() -> None:
+        launch = FakeLaunch()
+        workers = worker_set(log, launch)
+        await workers.start()
+
+        async def refuse(config: WorkerConfig, path: Path, on_line: OnLine) -> FakeWorker:
+            raise DeployError("Ray cannot place worker 0")
+
+        workers.launch = refuse  # type: ignore[assignment]
+        dead = launch.started[0]
+        dead.returncode = 1
+        dead._exited.set()
+        for _ in range(200):
+            if len(failures) >= 4:
+                break
+            await asyncio.sleep(0)
+        await workers.stop()
+
+    asyncio.run(main())
+    assert failures[:4] == [1, 2, 3, 4]
+    assert any("trying to start it again" in m for m in logged(tmp_path))
