@@ -14,8 +14,10 @@ scores are the run's outputs. Serving functions that follow ``fraud@production``
 promoted model by themselves.
 
 With ``workers`` above 1 the same training runs data-parallel on Ray Train, one worker per
-``workers`` (:mod:`sluice.functions.train_ray`): each worker takes its share of every batch and
-DDP averages the gradients, so the model is the single-process one up to rounding.
+``workers`` (:mod:`sluice.functions.train_ray`): each worker takes an equal share of every
+batch (``batch_size`` must be a multiple of ``workers``) and DDP averages the gradients, so the
+model is the single-process one up to rounding, but for the last rows (fewer than ``workers``)
+of each epoch's last, short batch, which no worker takes.
 
 Params (``sluice run train --param epochs=8``): ``model`` (fraud), ``epochs`` (6), ``lr``
 (0.003), ``width`` (32), ``batch_size`` (512), ``seed`` (0), ``holdout_days`` (2), ``promote``
@@ -71,8 +73,9 @@ class TrainParams:
                    "promote must be auto, always or never"),
                   (self.min_gain >= 0, "min_gain must be 0 or more"),
                   (1 <= self.workers <= MAX_WORKERS, f"workers must be 1 to {MAX_WORKERS}"),
-                  (self.batch_size >= self.workers, "batch_size must be at least workers "
-                   "(each worker trains on its share of every batch)")]
+                  (self.workers < 1 or self.batch_size % self.workers == 0,
+                   "batch_size must be a multiple of "
+                   "workers (each worker trains on an equal share of every batch)")]
         for ok, message in checks:
             if not ok:
                 raise SpecError(f"train params: {message}")

@@ -4,7 +4,8 @@
 a single-process run runs (:func:`sluice.functions.train.epochs`) on its :class:`Shard`: the
 same seeded order of rows, its share of every batch, the model wrapped in DDP by
 ``ray.train.torch.prepare_model`` (gloo on CPUs, NCCL on GPUs), so the averaged gradients are
-those of the single-process batch and the model equals the single-process one up to rounding.
+those of the single-process batch and the model equals the single-process one up to rounding
+(but for the last rows, fewer than ``workers``, of each epoch's last, short batch).
 
 After each epoch every worker reports to Ray Train, and rank 0 attaches a checkpoint (the
 model's state, the epoch and the params). Ray Train keeps it in the run's scratch folder; the

@@ -82,7 +82,7 @@ def test_more_workers_than_the_cluster_holds_are_refused_naming_workers(
         local_ray, tmp_path, monkeypatch):
     store = cleaned(tmp_path)
     with pytest.raises(SpecError, match="workers=3 needs 3 CPUs .* has 2; lower workers"):
-        train(store, TrainParams(epochs=1, workers=3))
+        train(store, TrainParams(epochs=1, workers=3, batch_size=513))
     # on sluice up --platform ray, the job's own attempt holds a CPU of the same cluster
     monkeypatch.setenv("SLUICE_RAY_RESOURCES", '{"CPU": 1.0}')
     with pytest.raises(SpecError, match="1 of them held by this job's own attempt"):

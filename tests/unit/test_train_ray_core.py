@@ -24,7 +24,8 @@ def test_doctests():
     ({"workers": 0}, "workers must be 1 to 1024"),
     ({"workers": 5000}, "workers must be 1 to 1024"),
     ({"workers": "two"}, "workers must be a whole number"),
-    ({"workers": 8, "batch_size": 4}, "batch_size must be at least workers"),
+    ({"workers": 8, "batch_size": 4}, "batch_size must be a multiple of workers"),
+    ({"workers": 3, "batch_size": 512}, "batch_size must be a multiple of workers"),
 ])
 def test_bad_workers_are_refused_naming_the_param(params, message):
     with pytest.raises(SpecError, match=f"train params: {message}"):
