@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
     scale = sub.add_parser("scale", help="change replicas or workers (rolling, no downtime)")
     scale.add_argument("name")
-    scale.add_argument("--replicas", type=int, help="the minimum (a lower maximum is raised to it)")
+    scale.add_argument("--replicas", type=int,
+                       help="the minimum (a lower maximum is raised to it, which fixes the "
+                            "replicas there)")
     scale.add_argument("--max-replicas", type=int, metavar="N",
                        help="the autoscaling bound: above the minimum, replicas follow the load")
     scale.add_argument("--workers", type=int)
@@ -233,8 +235,8 @@ def cmd_info(args: argparse.Namespace) -> int:
           "sluice.nuclio_dashboard_url() adds the token)")
     print(f"broker           {info.get('broker') or '-'}")
     if info.get("platform") == "ray":
-        print(f"platform         ray at {info.get('ray')}: job runs are Ray tasks and every "
-              "worker a Ray actor")
+        print(f"platform         ray at {info.get('ray')}: every job run and every worker a "
+              "Ray actor")
     else:
         print("platform         local (every function a process on this machine)")
     print(f"functions        {info['functions']}")

@@ -92,8 +92,8 @@ def initial_replicas(spec: FunctionSpec, running: int | None) -> int:
 def scaled_replicas(spec: FunctionSpec, replicas: int | None, max_replicas: int | None
                     ) -> dict[str, Any]:
     """``sluice scale``'s new ``replicas`` settings: ``replicas`` sets the minimum (a maximum
-    below it is raised to it, so that autoscaling goes on within them) and ``max_replicas``
-    the maximum; the target and windows stay."""
+    below it is raised to it: the replicas are then fixed there) and ``max_replicas`` the
+    maximum; the target and windows stay."""
     data = spec.replicas.model_dump(mode="json", exclude_none=True)
     if replicas is not None:
         data["min"] = replicas

@@ -114,8 +114,8 @@ async def run_daemon(settings: Settings, deploy: list[Path], out: TextIO = sys.s
     print(f"  nuclio       {api_url}/nuclio   (the dashboard URL for nuclio-jupyter; "
           "sluice.nuclio_dashboard_url() adds the token)", file=out)
     if ray_at is not None:
-        print(f"  platform     ray at {ray_at}: job runs are Ray tasks and every worker a Ray "
-              "actor, with their resources; HTTP goes straight to the workers", file=out)
+        print(f"  platform     ray at {ray_at}: every job run and every worker a Ray actor, "
+              "with its resources; HTTP goes straight to the workers", file=out)
     if bootstrap:
         kind = "embedded Tansu, in memory" if broker is not None else "your cluster"
         print(f"  kafka        {bootstrap}   ({kind})", file=out)

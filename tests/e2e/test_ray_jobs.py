@@ -42,7 +42,8 @@ def ray_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayDaemon]:
 
 def test_a_job_runs_inside_a_ray_actor_with_params_progress_and_outputs(ray_daemon, tmp_path):
     info = ray_daemon.cli("info").stdout
-    assert "platform         ray at" in info and "job runs are Ray tasks" in info
+    assert "platform         ray at" in info
+    assert "every job run and every worker a Ray actor" in info
     deploy_job(ray_daemon, tmp_path, "where", "where", module="ray_job_handlers",
                params={"steps": 5})
     result = ray_daemon.cli("run", "where", "--param", "steps=3")
