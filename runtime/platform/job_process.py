@@ -22,6 +22,7 @@ from sluice.worker.config import EXIT_STARTUP_FAILED
 from sluice.worker.job import JobConfig
 
 from .build_env import BuildEnv, environ_for, python_for
+from .local_workers import terminate
 from .logs import FunctionLog, pump
 from .states import RunState
 from .supervisor import describe_exit
@@ -132,14 +133,9 @@ class AttemptProcess:
         process = self.process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), self.grace)
-        except TimeoutError:
+        if await terminate(process, self.grace, group=True):
             self._event("warn", f"the run's process did not exit within {self.grace:g}s of "
-                        "SIGTERM; killing its process group")
-        self._kill_group()
+                        "SIGTERM; its process group was killed")
         await process.wait()
 
     def _kill_group(self) -> None:

@@ -35,6 +35,26 @@ async def read_pipe(fd: int, limit: int = CONTROL_LIMIT) -> asyncio.StreamReader
     return reader
 
 
+async def terminate(process: asyncio.subprocess.Process, grace: float, group: bool = False
+                    ) -> bool:
+    """SIGTERM to the process (``group``: to its whole process group), then SIGKILL to its
+    group once it exits or after ``grace`` seconds, so nothing it started is left running;
+    True when it had not exited by then."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace)
+        stubborn = False
+    except TimeoutError:
+        stubborn = True
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return stubborn
+
+
 def listen(host: str, port: int | None) -> socket.socket:
     """The function's port, owned by the platform and inherited by every worker."""
     sock = socket.create_server((host, port or 0), backlog=2048)
@@ -65,19 +85,10 @@ class LocalProcess:
         return code
 
     async def stop(self, timeout: float) -> bool:
-        process = self.process
-        if process.returncode is not None:
+        if self.process.returncode is not None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-            stubborn = False
-        except TimeoutError:
-            stubborn = True
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
+        stubborn = await terminate(self.process, timeout)  # the worker drains, then its group
+        await self.process.wait()
         return stubborn
 
     def describe_exit(self) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from .build_env import BuildEnv, environ_for, python_for
-from .local_workers import read_pipe
+from .local_workers import read_pipe, terminate
 from .logs import pump
 from .supervisor import OnLine
 
@@ -123,18 +123,7 @@ class ProcessActor:
         process = self._process
         if process is None or process.returncode is not None:
             return False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if group:
-                os.killpg(process.pid, signal.SIGTERM)
-            else:
-                process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), grace)
-            stubborn = False
-        except TimeoutError:
-            stubborn = True
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        stubborn = await terminate(process, grace, group)
         if self._finishing is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._finishing), 5)
