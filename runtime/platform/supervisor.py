@@ -185,6 +185,17 @@ class WorkerProcess:
                            " it was killed", worker=self.worker_id)
 
 
+async def _start_all(workers: list[WorkerProcess], timeout: float) -> None:
+    """Start these workers all at once (a Ray actor takes a moment to place) and wait until
+    every one is ready; every start settles before a failure is raised, so that the caller
+    stopping them leaves none starting behind its back."""
+    started = await asyncio.gather(*(w.start() for w in workers), return_exceptions=True)
+    for result in started:
+        if isinstance(result, BaseException):
+            raise result
+    await asyncio.gather(*(w.wait_ready(timeout) for w in workers))
+
+
 OnChange = Callable[[], None]
 
 
@@ -245,14 +256,7 @@ class WorkerSet:
         """Start every worker and wait until all are ready; on failure stop them and raise."""
         workers = [self._new(config) for config in self.configs]
         try:
-            # all at once (a Ray actor takes a moment to place); every start settled before
-            # a failure stops them, so that none is left starting behind our back
-            started = await asyncio.gather(*(w.start() for w in workers),
-                                           return_exceptions=True)
-            for result in started:
-                if isinstance(result, BaseException):
-                    raise result
-            await asyncio.gather(*(w.wait_ready(timeout) for w in workers))
+            await _start_all(workers, timeout)
         except BaseException:
             await self.stop(timeout=5.0)
             raise
@@ -265,12 +269,7 @@ class WorkerSet:
         workers = [self._new(config, member=False) for config in configs]
         self._joining.extend(workers)
         try:
-            started = await asyncio.gather(*(w.start() for w in workers),
-                                           return_exceptions=True)
-            for result in started:
-                if isinstance(result, BaseException):
-                    raise result
-            await asyncio.gather(*(w.wait_ready(timeout) for w in workers))
+            await _start_all(workers, timeout)
         except BaseException:
             await asyncio.gather(*(w.stop(5.0) for w in workers), return_exceptions=True)
             raise
