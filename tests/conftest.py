@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,11 +84,14 @@ def start_worker(tmp_path: Path) -> Iterator[object]:
 
 @dataclass
 class Daemon:
-    """A `sluice up` daemon with its own state directory and API port."""
+    """A `sluice up` daemon with its own state directory and API port (``up_args``: more of
+    `sluice up`'s options)."""
 
     home: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    up_args: tuple[str, ...] = ()
+    ready_timeout: float = 20.0
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,10 +115,10 @@ class Daemon:
 
     def start(self) -> Daemon:
         out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(SLUICE + ["up"], env=self.env, stdout=out,
-                                        stderr=subprocess.STDOUT, cwd=ROOT)
+        self.process = subprocess.Popen(SLUICE + ["up", *self.up_args], env=self.env,
+                                        stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         out.close()
-        wait_http(self.api + "/api/health", process=self.process)
+        wait_http(self.api + "/api/health", timeout=self.ready_timeout, process=self.process)
         return self
 
     def stop(self) -> None:
@@ -141,13 +145,26 @@ class Daemon:
         return str(status["endpoint"])
 
 
+def ray_daemon_in(folder: Path, *up_args: str) -> Daemon:
+    """`sluice up --platform ray` with a local Ray of 2 CPUs (slower to start), not started."""
+    return Daemon(home=folder / "home", port=free_port(),
+                  up_args=("--platform", "ray", "--ray-cpus", "2", *up_args), ready_timeout=90)
+
+
+@contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """The daemon, started, and stopped after the block."""
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    instance = Daemon(home=tmp_path / "home", port=free_port()).start()
-    try:
+    with running(Daemon(home=tmp_path / "home", port=free_port())) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def submit_concurrently(model: object, requests: list) -> list:

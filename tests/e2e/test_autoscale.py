@@ -14,10 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from sluice.platform.broker import free_port
-from tests.conftest import Daemon
+from tests.conftest import Daemon, ray_daemon_in, running
 from tests.e2e.test_jobs import wait_for
-from tests.e2e.test_ray_workers import RayWorkersDaemon
 
 pytestmark = pytest.mark.slow
 
@@ -163,12 +161,8 @@ def test_scale_sets_the_minimum_and_autoscaling_goes_on_above_it(daemon, tmp_pat
 
 @pytest.fixture(scope="module")
 def ray_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    instance = RayWorkersDaemon(home=tmp_path_factory.mktemp("ray-autoscale") / "home",
-                                port=free_port()).start()
-    try:
+    with running(ray_daemon_in(tmp_path_factory.mktemp("ray-autoscale"))) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_the_same_function_scales_up_under_load_on_ray(ray_daemon, tmp_path):

@@ -5,39 +5,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from sluice.platform.broker import free_port
-from tests.conftest import ROOT, SLUICE, Daemon, wait_http
+from tests.conftest import Daemon, ray_daemon_in, running
 from tests.e2e.test_jobs import alive, deploy_job, runs, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-class RayDaemon(Daemon):
-    """`sluice up --platform ray` with a local Ray of 2 CPUs."""
-
-    def start(self) -> RayDaemon:
-        out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(
-            SLUICE + ["up", "--platform", "ray", "--ray-cpus", "2", "--no-broker"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        out.close()
-        wait_http(self.api + "/api/health", timeout=90, process=self.process)
-        return self
-
-
 @pytest.fixture(scope="module")
-def ray_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayDaemon]:
-    instance = RayDaemon(home=tmp_path_factory.mktemp("ray") / "home", port=free_port()).start()
-    try:
+def ray_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    with running(ray_daemon_in(tmp_path_factory.mktemp("ray"), "--no-broker")) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def test_a_job_runs_inside_a_ray_actor_with_params_progress_and_outputs(ray_daemon, tmp_path):

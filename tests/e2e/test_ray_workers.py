@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sluice.platform.broker import free_port
-from tests.conftest import HANDLERS, ROOT, SLUICE, Daemon, wait_http
+from tests.conftest import HANDLERS, Daemon, ray_daemon_in, running
 from tests.e2e.test_cron import deploy_cron, fires
 from tests.e2e.test_jobs import alive, deploy_job, runs, wait_for
 from tests.e2e.test_kafka import FAST_GROUP, broker_of, create_topic, produce, read_all
@@ -37,37 +37,17 @@ print(name)
 """
 
 
-class RayWorkersDaemon(Daemon):
-    """`sluice up --platform ray` with a local Ray of 2 CPUs and the embedded broker."""
-
-    def start(self) -> RayWorkersDaemon:
-        out = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(
-            SLUICE + ["up", "--platform", "ray", "--ray-cpus", "2"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        out.close()
-        wait_http(self.api + "/api/health", timeout=90, process=self.process)
-        return self
-
-
 @pytest.fixture(scope="module")
 def ray_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    instance = RayWorkersDaemon(home=tmp_path_factory.mktemp("ray-workers") / "home",
-                                port=free_port()).start()
-    try:
+    with running(ray_daemon_in(tmp_path_factory.mktemp("ray-workers"))) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="module")
 def local_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    instance = Daemon(home=tmp_path_factory.mktemp("local-workers") / "home",
-                      port=free_port()).start()
-    try:
+    with running(Daemon(home=tmp_path_factory.mktemp("local-workers") / "home",
+                        port=free_port())) as instance:
         yield instance
-    finally:
-        instance.stop()
 
 
 def status(daemon: Daemon, name: str) -> dict:
