@@ -42,6 +42,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from recording import record  # bench/ is on sys.path when run as a script
 
@@ -118,22 +119,27 @@ def pin(pid: int, core: int) -> None:
     subprocess.run(["taskset", "-apc", str(core), str(pid)], check=True, capture_output=True)
 
 
-def wait_answers(url: str, timeout: float = 30.0) -> None:
-    """Polls until the server echoes the benchmark's body back (so a broken echo fails early)."""
+def wait_answers(url: str, timeout: float = 30.0, body: str = BODY,
+                 wrong: Callable[[Any], str | None] | None = None) -> None:
+    """Polls until the server answers the JSON POST of ``body``, then checks the answer (so a
+    broken server fails early): ``wrong`` says what is wrong with it, if anything; by default
+    it must be the echo of the body."""
     deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, data=BODY.encode(),
+    request = urllib.request.Request(url, data=body.encode(),
                                      headers={"Content-Type": "application/json"})
     while True:
         try:
-            with urllib.request.urlopen(request, timeout=2) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 answer = json.loads(response.read())
-            if answer != json.loads(BODY):
-                raise RuntimeError(f"{url} answered {answer!r}, not the echo of {BODY}")
-            return
+            break
         except OSError:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.05)
+    problem = wrong(answer) if wrong is not None else (
+        None if answer == json.loads(body) else f"not the echo of {body}")
+    if problem is not None:
+        raise RuntimeError(f"{url} answered {answer!r}: {problem}")
 
 
 # --- the contenders -------------------------------------------------------------------------
@@ -201,10 +207,11 @@ def contenders(standalone: bool) -> list[Contender]:
 # --- load -----------------------------------------------------------------------------------
 
 
-def write_script(path: Path) -> Path:
+def write_script(path: Path, body: str = BODY) -> Path:
+    """wrk's Lua script: a JSON POST of ``body`` (the echo's 16 floats by default)."""
     path.write_text('wrk.method = "POST"\n'
                     'wrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = '{BODY}'\n")
+                    f"wrk.body = '{body}'\n")
     return path
 
 

@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,29 +114,11 @@ def measure(contender: Contender, seconds: int, script: Path, serving: bool = Fa
     return run_wrk(url, seconds, script)
 
 
-def wait_scores(url: str, timeout: float = 60.0) -> None:
-    """Polls until the serving function answers a V2 request with its scores."""
-    deadline = time.monotonic() + timeout
-    request = urllib.request.Request(url, data=request_body(sample()),
-                                     headers={"Content-Type": "application/json"})
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                outputs = json.loads(response.read())["outputs"]
-            if outputs[0]["shape"] != [1, 8]:
-                raise RuntimeError(f"{url} answered {outputs!r}, not 8 scores")
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
-            time.sleep(0.2)
-
-
-def write_v2_script(path: Path) -> Path:
-    path.write_text('wrk.method = "POST"\n'
-                    'wrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = '{request_body(sample()).decode()}'\n")
-    return path
+def wait_scores(url: str) -> None:
+    """Polls until the serving function answers a V2 request of one row with 8 scores."""
+    wait_answers(url, 60.0, request_body(sample()).decode(),
+                 lambda answer: None if answer["outputs"][0]["shape"] == [1, 8]
+                 else "not 8 scores")
 
 
 def parse_args() -> argparse.Namespace:
@@ -160,7 +141,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-ray-") as tmp:
         scratch = Path(tmp)
         script = write_script(scratch / "post.lua")
-        v2_script = write_v2_script(scratch / "v2.lua")
+        v2_script = write_script(scratch / "v2.lua", request_body(sample()).decode())
         model = save_mlp(build_mlp(), scratch / "mlp.pt")
         started = time.monotonic()
         ray = start("ray", scratch / "ray", model, "--platform", "ray", "--ray-cpus",
