@@ -117,30 +117,6 @@ def rows_of(inputs: Tensors) -> int:
     return int(rows)
 
 
-class LoopLoad:
-    """The share of wall time this thread spent on the CPU, smoothed over ``window``-second
-    slices (time.thread_time: a sleeping or waiting thread is not busy)."""
-
-    def __init__(self, window: float = 0.05, alpha: float = 0.3,
-                 wall: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.thread_time) -> None:
-        self.window = window
-        self.alpha = alpha
-        self.value = 0.0
-        self._clocks = wall, cpu
-        self._wall = wall()
-        self._cpu = cpu()
-
-    def sample(self) -> float:
-        wall = self._clocks[0]()
-        if wall - self._wall >= self.window:
-            cpu = self._clocks[1]()
-            busy = min(1.0, (cpu - self._cpu) / (wall - self._wall))
-            self.value += self.alpha * (busy - self.value)
-            self._wall, self._cpu = wall, cpu
-        return self.value
-
-
 class Batcher:
     """Merges concurrent :meth:`submit` calls into batches for ``run``.
 
@@ -150,22 +126,19 @@ class Batcher:
     with a ``run_timed`` method (returning the outputs and the seconds the model itself took)
     is called through it, so that service times leave out the event loop's delays.
 
-    A model that runs inline (on the event loop's thread, a CPU model) shares that thread with
-    the HTTP server, and each wake-up of an idle loop for one request costs about as much as
-    parsing it. Under load (the thread busy more than ``busy_above`` of the time) the batcher
-    therefore pauses briefly after each inline batch, up to ``max_pause`` seconds (default: a
-    tenth of the latency objective, at most 2 ms): the requests of that time then come in with
-    one read and go out in one bigger batch, which costs far less CPU per request (on this
-    project's 2-core machine, a quarter less at 3,000 req/s). The pause grows with the load,
-    so the thread settles just below saturation; an idle or lightly loaded model never
-    pauses."""
+    A model that runs inline (on the event loop's thread, a CPU model) is called as soon as it
+    is free, with whatever has queued meanwhile: while a batch computes, the next one gathers
+    in the kernel's socket buffers, so batches grow with the load by themselves. The batcher
+    never sleeps to gather more: a pause tried earlier (up to 2 ms after each small batch when
+    the thread was busier than 60%) saved CPU per request at moderate load, but kept the thread
+    from ever reaching full use, and capped a worker at about 10,000 req/s where the greedy
+    batcher sustains 14,000 on the same machine (bench/RESULTS.md)."""
 
     def __init__(self, run: RunBatch, policy: BatchPolicy | None = None, *,
                  latency: float = 0.05, max_inflight: int = 1,
                  times: ServiceTimes | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_batch: Callable[[BatchStats], None] | None = None,
-                 max_pause: float | None = None, busy_above: float = 0.6) -> None:
+                 on_batch: Callable[[BatchStats], None] | None = None) -> None:
         if latency <= 0 or max_inflight < 1:
             raise ValueError("latency must be above 0 and max_inflight at least 1")
         self.run = run
@@ -180,10 +153,6 @@ class Batcher:
         self._ids = itertools.count()
         self._rate = ArrivalRate()
         self._running: dict[asyncio.Task[None], float] = {}  # batch task -> expected end
-        self.max_pause = min(0.002, latency / 10) if max_pause is None else max_pause
-        self.busy_above = busy_above
-        self.load = LoopLoad()
-        self._inline_rows = 0  # the rows of the inline batch this dispatch step ran last
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled: asyncio.Handle | None = None  # the next dispatch step, soon
         self._timer: asyncio.TimerHandle | None = None  # the end of a wait the policy asked for
@@ -284,11 +253,6 @@ class Batcher:
             self._timer.cancel()
             self._timer = None
         timeout = self._step()
-        if self._inline_rows:
-            pause = self.pause(self._inline_rows)
-            self._inline_rows = 0
-            if pause > 0:
-                time.sleep(pause)  # the loop's thread: arrivals gather in the kernel meanwhile
         if timeout is not None:
             assert self._loop is not None
             if timeout <= 0:
@@ -359,20 +323,10 @@ class Batcher:
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._poke()
 
-    def pause(self, rows: int) -> float:
-        """Seconds to pause after an inline batch of ``rows``: none below ``busy_above``,
-        rising to ``max_pause`` as the thread's load nears saturation; none after a batch of
-        half the cap or more (its own run gathered enough: at overload a pause would only
-        idle the thread)."""
-        busy = self.load.sample()
-        if busy <= self.busy_above or self.max_pause <= 0 or 2 * rows >= self.policy.max_batch:
-            return 0.0
-        return self.max_pause * min(1.0, (busy - self.busy_above) / (0.9 - self.busy_above))
-
     def _run_inline(self, items: list[_Item], started: float) -> None:
         """A model that computes on the event loop's thread (``runs_inline``, with a sync
         ``run_inline`` answering the outputs and the seconds taken): run it right here."""
-        rows = self._inline_rows = sum(item.rows for item in items)
+        rows = sum(item.rows for item in items)
         try:
             outputs, compute = self.run.run_inline(_concatenate(items))  # type: ignore[attr-defined]
             self._finish(items, rows, outputs, compute, started)

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 import sluice.serving.batcher
 from sluice.errors import InferenceError, InvalidTensorError, OverloadedError
 from sluice.serving import Batcher, BatchPolicy, ServiceTimes
-from sluice.serving.batcher import LoopLoad
 
 
 def test_doctest():
@@ -327,51 +326,3 @@ def test_callers_called_back_get_their_own_rows_once_and_errors_in_place():
     asyncio.run(main())
 
 
-def test_the_load_reading_is_the_threads_busy_share_smoothed():
-    wall, cpu = [0.0], [0.0]
-    load = LoopLoad(window=0.04, alpha=0.5, wall=lambda: wall[0], cpu=lambda: cpu[0])
-    for _ in range(8):  # busy all the time
-        wall[0] += 0.05
-        cpu[0] += 0.05
-        load.sample()
-    assert load.value > 0.99
-    wall[0] += 0.01
-    assert load.sample() == load.value  # within a window: no new reading
-    for _ in range(8):  # asleep
-        wall[0] += 0.05
-        load.sample()
-    assert load.value < 0.01
-
-
-def test_an_inline_model_under_load_pauses_after_small_batches_only(monkeypatch):
-    """The pause that lets arrivals gather: none when the thread is lightly loaded, the most
-    near saturation, none after a batch of half the cap (at overload it would only idle)."""
-    class Inline:
-        runs_inline = True
-
-        def run_inline(self, inputs):
-            return {"y": inputs["x"]}, 0.0001
-
-    class Load:
-        value = 0.0
-
-        def sample(self):
-            return self.value
-
-    slept: list[float] = []
-    monkeypatch.setattr(sluice.serving.batcher.time, "sleep", slept.append)
-
-    async def main():
-        batcher = Batcher(Inline(), BatchPolicy(max_batch=8), latency=0.02)
-        batcher.load = Load()
-        assert batcher.max_pause == 0.002  # a tenth of the objective, at most 2 ms
-        for busy, rows, pause in [(0.3, 1, 0.0), (0.95, 1, 0.002), (0.75, 1, 0.001),
-                                  (0.95, 4, 0.0)]:
-            batcher.load.value = busy
-            slept.clear()
-            out = await batcher.submit({"x": np.ones((rows, 2))})
-            assert out["y"].shape == (rows, 2)
-            assert slept == ([pytest.approx(pause)] if pause else [])
-        await batcher.close()
-
-    asyncio.run(main())
