@@ -153,6 +153,9 @@ class Batcher:
         self._ids = itertools.count()
         self._rate = ArrivalRate()
         self._running: dict[asyncio.Task[None], float] = {}  # batch task -> expected end
+        # an inline batch ended since the event loop last went around: requests read now most
+        # likely waited in the socket buffers behind it, with others read in the same turn
+        self._ran_this_turn = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled: asyncio.Handle | None = None  # the next dispatch step, soon
         self._timer: asyncio.TimerHandle | None = None  # the end of a wait the policy asked for
@@ -193,12 +196,16 @@ class Batcher:
                 raise InvalidTensorError(why)
             raise OverloadedError(f"request rejected: {why}")
         item = _Item(next(self._ids), inputs, rows, deadline, key, now, answer, gone)
+        self._rate.arrived(now)
+        if not self._queue and not self._ran_this_turn and getattr(self.run, "runs_inline",
+                                                                       False):
+            self._run_inline([item], now)  # alone on an idle model: what the next step would do
+            return
         if not self._queue or self._queue[-1].deadline <= deadline:
             self._queue.append(item)  # the common case: one latency objective for all
         else:
             bisect.insort(self._queue, item, key=lambda queued: queued.deadline)
         self._queued_rows[key] = self._queued_rows.get(key, 0) + rows
-        self._rate.arrived(now)
         self._poke()
 
     def _backlog(self, now: float, key: Hashable) -> float:
@@ -332,6 +339,14 @@ class Batcher:
             self._finish(items, rows, outputs, compute, started)
         except Exception as exc:
             _fail(items, exc)
+        if not self._ran_this_turn:
+            self._ran_this_turn = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._ran_this_turn = False
 
     def _finish(self, items: list[_Item], rows: int, outputs: Any, compute: float,
                 started: float) -> None:

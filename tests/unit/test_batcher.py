@@ -278,10 +278,52 @@ def test_an_inline_model_is_run_from_the_dispatcher_and_still_batches():
         outs = await asyncio.gather(*(batcher.submit({"x": a}) for a in arrays))
         assert [o["y"][0, 0] for o in outs] == [1.0, 2.0, 3.0, 4.0, 5.0]
         assert [a[0, 0] for a in arrays] == [0.0, 1.0, 2.0, 3.0, 4.0]
-        assert model.batches == [5]  # submitted in one loop iteration: one batch
+        # the first finds the model idle and runs at once; the other four, submitted in the
+        # same loop turn, batch together
+        assert model.batches == [1, 4]
         with pytest.raises(ValueError, match="negative input"):
             await batcher.submit({"x": np.full((1, 2), -1.0)})
         assert (await batcher.submit({"x": np.zeros((1, 2))}))["y"][0, 0] == 1.0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_an_idle_inline_model_answers_at_once_and_batches_what_comes_in_its_wake():
+    """No loop turn for a request that finds an inline model idle: it is answered before
+    submit_nowait returns. Requests that come in the same turn as a batch ended (they waited
+    in the socket buffers behind it) are queued and batched together; once the loop has gone
+    around, the next request runs at once again."""
+    class Inline:
+        runs_inline = True
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def run_inline(self, inputs):
+            self.batches.append(len(inputs["x"]))
+            return {"y": inputs["x"] * 2}, 0.001
+
+    async def main():
+        model = Inline()
+        batcher = Batcher(model, latency=1.0)
+        got: list[float] = []
+
+        def answer(result):
+            got.append(float(result["y"][0, 0]))
+
+        batcher.submit_nowait({"x": np.full((1, 2), 1.0)}, answer)
+        assert got == [2.0] and model.batches == [1]  # answered within the call
+        for value in (2.0, 3.0, 4.0):  # the same turn: they wait for the dispatcher
+            batcher.submit_nowait({"x": np.full((1, 2), value)}, answer)
+        assert got == [2.0]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert got == [2.0, 4.0, 6.0, 8.0] and model.batches == [1, 3]
+        for _ in range(3):  # the loop goes around with nothing to do
+            await asyncio.sleep(0)
+        batcher.submit_nowait({"x": np.full((1, 2), 5.0)}, answer)
+        assert got[-1] == 10.0 and model.batches == [1, 3, 1]
         await batcher.close()
 
     asyncio.run(main())
