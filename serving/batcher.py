@@ -3,8 +3,9 @@
 A caller awaits its result (:meth:`Batcher.submit`) or is called back with it
 (:meth:`Batcher.submit_nowait`, the HTTP trigger's path: no task and no future per request).
 The dispatcher is a callback on the event loop, scheduled by events (an arrival, a batch done,
-or the end of a wait the policy asked for) and never polling; a batch that arrives within one
-loop iteration is decided on once. What forms a batch is decided by
+or the end of a wait the policy asked for) and never polling; requests that arrive within one
+loop iteration are decided on together (save the first to find a CPU model idle, which runs at
+once: see :class:`Batcher`). What forms a batch is decided by
 :class:`~sluice.serving.policy.BatchPolicy`; the batcher only does the I/O:
 
     >>> import asyncio, numpy as np
@@ -132,7 +133,11 @@ class Batcher:
     never sleeps to gather more: a pause tried earlier (up to 2 ms after each small batch when
     the thread was busier than 60%) saved CPU per request at moderate load, but kept the thread
     from ever reaching full use, and capped a worker at about 10,000 req/s where the greedy
-    batcher sustains 14,000 on the same machine (bench/RESULTS.md)."""
+    batcher sustains 14,000 on the same machine (bench/RESULTS.md). A request that finds such
+    a model idle (nothing queued, no batch ended in this turn of the event loop) runs at once,
+    before :meth:`submit_nowait` returns: a loop turn would only add to its latency. Requests
+    read in the turn in which a batch ended most likely waited behind it: they queue, and
+    the next dispatch step batches them together."""
 
     def __init__(self, run: RunBatch, policy: BatchPolicy | None = None, *,
                  latency: float = 0.05, max_inflight: int = 1,

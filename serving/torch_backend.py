@@ -64,11 +64,11 @@ class TorchModel:
         self.inputs = list(inputs) if inputs else None
         self.outputs = list(outputs)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sluice-torch")
-        # the per-call path touches as little as it can: on an idle server every call runs
-        # with cold caches, where each Python-level torch call costs 10-20 us (a forward of
-        # this project's benchmark MLP went from 355 to about 200 us that way). One
-        # inference_mode object, reused: calls come from one thread at a time (the batcher's
-        # loop for a CPU model, the model's one thread otherwise)
+        # the per-call path makes as few Python-level torch calls as it can: on an idle server
+        # every call runs with cold caches, where each costs 10-20 us (a batch-of-one call of
+        # the benchmark MLP, cold: about 355 us before, 300 after). One inference_mode object,
+        # reused: calls come from one thread at a time (the event loop's for a CPU model,
+        # the model's own thread otherwise)
         self._torch = torch
         self._inference = torch.inference_mode()
         self._on_cpu = device == "cpu"
@@ -104,7 +104,8 @@ class TorchModel:
         return cls(module, device, inputs, outputs)
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One forward pass, synchronously (the batcher calls it through ``__call__``)."""
+        """One forward pass, synchronously (the batcher calls it through :meth:`run_inline`,
+        on the event loop's thread for a CPU model, on the model's own thread otherwise)."""
         names = self.inputs
         with self._inference:
             if names is not None and len(names) == 1:
