@@ -366,5 +366,3 @@ def test_callers_called_back_get_their_own_rows_once_and_errors_in_place():
         await broken.close()
 
     asyncio.run(main())
-
-
