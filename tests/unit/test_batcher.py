@@ -254,25 +254,29 @@ def test_close_fails_what_is_still_queued():
     asyncio.run(main())
 
 
+class InlineModel:
+    """A CPU-style model run on the loop's thread: adds 1 to its batch in place, refuses a
+    negative input, and records each batch's rows."""
+
+    runs_inline = True
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def run_inline(self, inputs):
+        self.batches.append(len(inputs["x"]))
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative input")
+        inputs["x"] += 1  # a model may write to its batch: the callers' arrays are apart
+        return {"y": inputs["x"]}, 0.001
+
+    async def __call__(self, inputs):  # the batcher must not use it
+        raise AssertionError("an inline model is called through run_inline")
+
+
 def test_an_inline_model_is_run_from_the_dispatcher_and_still_batches():
-    class Inline:
-        runs_inline = True
-
-        def __init__(self) -> None:
-            self.batches: list[int] = []
-
-        def run_inline(self, inputs):
-            self.batches.append(len(inputs["x"]))
-            if (inputs["x"] < 0).any():
-                raise ValueError("negative input")
-            inputs["x"] += 1  # a model may write to its batch: the callers' arrays are apart
-            return {"y": inputs["x"]}, 0.001
-
-        async def __call__(self, inputs):  # the batcher must not use it
-            raise AssertionError("an inline model is called through run_inline")
-
     async def main():
-        model = Inline()
+        model = InlineModel()
         batcher = Batcher(model, latency=1.0)
         arrays = [np.full((1, 2), float(i)) for i in range(5)]
         outs = await asyncio.gather(*(batcher.submit({"x": a}) for a in arrays))
@@ -294,18 +298,8 @@ def test_an_idle_inline_model_answers_at_once_and_batches_what_comes_in_its_wake
     submit_nowait returns. Requests that come in the same turn as a batch ended (they waited
     in the socket buffers behind it) are queued and batched together; once the loop has gone
     around, the next request runs at once again."""
-    class Inline:
-        runs_inline = True
-
-        def __init__(self) -> None:
-            self.batches: list[int] = []
-
-        def run_inline(self, inputs):
-            self.batches.append(len(inputs["x"]))
-            return {"y": inputs["x"] * 2}, 0.001
-
     async def main():
-        model = Inline()
+        model = InlineModel()
         batcher = Batcher(model, latency=1.0)
         got: list[float] = []
 
@@ -319,11 +313,11 @@ def test_an_idle_inline_model_answers_at_once_and_batches_what_comes_in_its_wake
         assert got == [2.0]
         for _ in range(3):
             await asyncio.sleep(0)
-        assert got == [2.0, 4.0, 6.0, 8.0] and model.batches == [1, 3]
+        assert got == [2.0, 3.0, 4.0, 5.0] and model.batches == [1, 3]
         for _ in range(3):  # the loop goes around with nothing to do
             await asyncio.sleep(0)
         batcher.submit_nowait({"x": np.full((1, 2), 5.0)}, answer)
-        assert got[-1] == 10.0 and model.batches == [1, 3, 1]
+        assert got[-1] == 6.0 and model.batches == [1, 3, 1]
         await batcher.close()
 
     asyncio.run(main())
